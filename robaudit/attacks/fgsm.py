@@ -1,0 +1,29 @@
+"""FGSM (Goodfellow et al. 2015, L∞) and FGM for L2 and L1: one steepest-ascent step of size eps.
+
+Threat model: untargeted, white box; x on [0, 1], shape (N, C, H, W). It is PGD with one step and no
+random start, and the cheapest first stage of the cascade.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from robaudit.attacks.base import LogitsFn, input_gradient
+from robaudit.attacks.norms import ascent_direction, clip_to_bounds
+
+
+@dataclass(frozen=True)
+class FGSM:
+    name: ClassVar[str] = "fgsm"
+    needs_gradients: ClassVar[bool] = True
+
+    def __call__(
+        self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, seeds: torch.Tensor
+    ) -> torch.Tensor:
+        if eps == 0:
+            return x.clone()
+        grad = input_gradient(model, x, y)
+        return clip_to_bounds(x + eps * ascent_direction(grad, norm)).detach()

@@ -1,0 +1,87 @@
+"""Norm maths as plain functions: norms, steepest-ascent directions, projections, random starts.
+
+Shapes: batches of images (N, ...). Each function treats each sample independently.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NORMS = ("linf", "l2", "l1")
+
+
+def flat(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1)
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (like.ndim - 1)))
+
+
+def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
+    """Per-sample norm of a perturbation, shape (N,)."""
+    d = flat(delta)
+    if norm == "linf":
+        return d.abs().amax(1)
+    if norm == "l2":
+        return d.norm(p=2, dim=1)
+    if norm == "l1":
+        return d.abs().sum(1)
+    if norm == "l0":
+        return (d != 0).sum(1).to(delta.dtype)
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def ascent_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The unit-norm direction maximising <grad, d> over the norm's unit ball (the dual-norm maximiser).
+
+    L∞: sign(grad) (Goodfellow et al. 2015). L2: grad / ||grad||₂. L1: all mass on the coordinate
+    with the largest |grad|, the exact maximiser for one step (FGM-L1).
+    """
+    if norm == "linf":
+        return grad.sign()
+    g = flat(grad)
+    if norm == "l2":
+        n = g.norm(p=2, dim=1, keepdim=True).clamp_min(1e-12)
+        return (g / n).view_as(grad)
+    if norm == "l1":
+        idx = g.abs().argmax(1, keepdim=True)
+        out = torch.zeros_like(g)
+        out.scatter_(1, idx, g.gather(1, idx).sign())
+        return out.view_as(grad)
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Euclidean projection of each perturbation onto the eps-ball of the norm."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    d = flat(delta)
+    if norm == "l2":
+        n = d.norm(p=2, dim=1, keepdim=True)
+        factor = torch.where(n > eps, eps / n.clamp_min(1e-12), torch.ones_like(n))
+        return (d * factor).view_as(delta)
+    if norm == "l1":
+        return project_l1(d, eps).view_as(delta)
+    raise ValueError(f"unknown norm {norm!r}")
+
+
+def project_l1(d: torch.Tensor, eps: float) -> torch.Tensor:
+    """Exact projection onto the L1 ball (Duchi et al. 2008), sorting per row: O(n log n)."""
+    a = d.abs()
+    inside = a.sum(1) <= eps
+    if bool(inside.all()):
+        return d
+    mu, _ = a.sort(1, descending=True)
+    cumsum = mu.cumsum(1)
+    ks = torch.arange(1, d.shape[1] + 1, device=d.device, dtype=d.dtype)
+    cond = mu - (cumsum - eps) / ks > 0
+    rho = cond.to(d.dtype).cumsum(1).argmax(1, keepdim=True)  # last index where cond holds
+    theta = (cumsum.gather(1, rho) - eps) / (rho + 1).to(d.dtype)
+    projected = d.sign() * (a - theta).clamp_min(0)
+    return torch.where(inside.unsqueeze(1), d, projected)
+
+
+def clip_to_bounds(x_adv: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+    """Clipping moves each coordinate towards x (which lies inside the bounds), so it never leaves the ball."""
+    return x_adv.clamp(lo, hi)

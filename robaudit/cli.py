@@ -1,0 +1,185 @@
+"""The command line: parse flags, call the library, render, exit with a documented code.
+
+Heavy libraries (torch, onnx) are imported inside commands so that ``robaudit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from robaudit import __version__
+from robaudit.errors import ExitCode, RobauditError
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 passed; 1 gate failed; 2 usage or profile error; 3 unreadable or unsafe input; "
+    "4 unreliable evaluation (--strict); 5 out of resources; 70 internal error."
+)
+
+EPS_HELP = (
+    "Perturbation budget, repeatable (e.g. --eps 0.1 --eps 8/255). Always on the [0, 1] scale: the data's "
+    "pixel range mapped to [0, 1], so 0.1 means 25.5 grey levels of 255 whatever --input-range is."
+)
+
+app = typer.Typer(
+    name="robaudit",
+    help="Audit how easily an image classifier is fooled by adversarial examples.\n\n"
+    "Attack results only upper-bound true robustness: a stronger attack can only find more adversarial "
+    "examples.\n\n" + EXIT_CODES_HELP,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+stderr = Console(stderr=True)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    stderr.print(f"robaudit: error: {message}", highlight=False, markup=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _pair(text: str, flag: str) -> tuple[float, float]:
+    parts = text.split(",")
+    try:
+        lo, hi = (float(p) for p in parts)
+    except ValueError:
+        _fail(f"{flag} {text}: write it as LOW,HIGH, e.g. 0,1 or 0,255", ExitCode.USAGE_ERROR)
+    return lo, hi
+
+
+def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        _fail(f"{flag} {text}: write one number per channel, comma-separated, e.g. 0.485,0.456,0.406",
+              ExitCode.USAGE_ERROR)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"robaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Audit how easily an image classifier is fooled by adversarial examples."""
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def scan(
+    model: Annotated[Path, typer.Argument(help="Model file: .onnx, TorchScript, .pt2 (torch.export) or state_dict.")],
+    data: Annotated[
+        str | None,
+        typer.Option(help="Data: an .npz, an .npy (with --labels), an image folder, or 'mnist'. "
+                     "Default: bundled MNIST for 1x28x28 models."),
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="Labels .npy for an .npy --data file.")] = None,
+    npz_keys: Annotated[str, typer.Option(help="Names of the image and label arrays in an .npz.")] = "x,y",
+    limit: Annotated[int | None, typer.Option(help="Evaluate a seeded, stratified subset of N samples.")] = None,
+    attack: Annotated[list[str] | None, typer.Option(help="Attack to run, repeatable. Default: fgsm.")] = None,
+    norm: Annotated[str, typer.Option(help="Threat model norm: linf, l2 or l1.")] = "linf",
+    eps: Annotated[list[str] | None, typer.Option(help=EPS_HELP)] = None,
+    input_range: Annotated[
+        str, typer.Option(help="Pixel range of float data and of the model's input: 0,1 or 0,255. "
+                          "uint8 data are always read as 0..255.")
+    ] = "0,1",
+    mean: Annotated[str | None, typer.Option(help="Per-channel mean robaudit subtracts before the model, "
+                                             "in the model's input scale.")] = None,
+    std: Annotated[str | None, typer.Option(help="Per-channel std robaudit divides by before the model.")] = None,
+    layout: Annotated[str, typer.Option(help="Model input layout: auto, nchw or nhwc.")] = "auto",
+    output: Annotated[
+        str, typer.Option(help="Model output: auto, logits, probabilities or log-probabilities.")
+    ] = "auto",
+    arch: Annotated[str | None, typer.Option(help="package.module:ClassName to build a state_dict's model.")] = None,
+    arch_kwargs: Annotated[str, typer.Option(help="JSON keyword arguments for --arch.")] = "{}",
+    trust_model: Annotated[
+        bool, typer.Option(help="Allow loading a pickled nn.Module, which runs code from the file.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 256,
+    seed: Annotated[int, typer.Option(help="Run seed; each sample's seed derives from it and its index.")] = 0,
+    parity_atol: Annotated[float, typer.Option(help="Allowed ONNX Runtime vs converted-graph logit gap.")] = 1e-4,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
+) -> None:
+    """Attack MODEL on a dataset and report clean and robust accuracy."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        from pydantic import ValidationError
+
+        from robaudit.config import AuditConfig, parse_eps
+
+        try:
+            kwargs = json.loads(arch_kwargs)
+        except json.JSONDecodeError as exc:
+            _fail(f"--arch-kwargs: not valid JSON ({exc.msg}); write e.g. '{{\"num_classes\": 10}}'",
+                  ExitCode.USAGE_ERROR)
+        keys = tuple(npz_keys.split(","))
+        if len(keys) != 2:
+            _fail(f"--npz-keys {npz_keys}: write two names, images then labels, e.g. x,y", ExitCode.USAGE_ERROR)
+        try:
+            config = AuditConfig(
+                model=model, data=data, labels=labels, npz_keys=keys, limit=limit,
+                attacks=tuple(attack or ("fgsm",)), norm=norm,
+                eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
+                input_range=_pair(input_range, "--input-range"), mean=_floats(mean, "--mean"),
+                std=_floats(std, "--std"), layout=layout, output=output, arch=arch, arch_kwargs=kwargs,
+                trust_model=trust_model, device=device, batch_size=batch_size, seed=seed,
+                parity_atol=parity_atol, json_path=json_path,
+            )
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]).replace("_", "-")
+            _fail(f"--{field}: {err['msg']}", ExitCode.USAGE_ERROR)
+        _scan(config)
+    except RobauditError as exc:
+        _fail(str(exc), exc.exit_code)
+    except typer.Exit:
+        raise
+    except KeyboardInterrupt:
+        _fail("interrupted; no report was written", 130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if debug:
+            traceback.print_exc()
+        _fail(f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback",
+              ExitCode.INTERNAL_ERROR)
+
+
+def _scan(config: object) -> None:
+    from robaudit.api import run_audit
+    from robaudit.config import AuditConfig
+    from robaudit.report.terminal import RichProgress, render
+    from robaudit.results import write_json_atomic
+
+    assert isinstance(config, AuditConfig)
+    console = Console()
+    with RichProgress(stderr) as progress:
+        result = run_audit(config, progress=progress)
+    render(result, console)
+    if config.json_path is not None:
+        write_json_atomic(config.json_path, result.to_dict())
+        console.print(f"wrote {config.json_path}")
+
+
+def main() -> None:
+    app(prog_name="robaudit")
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

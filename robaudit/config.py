@@ -1,0 +1,105 @@
+"""The audit configuration: validated once at the edge, then frozen.
+
+Every number the runner uses comes from here, so a result can record exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from robaudit.errors import UsageError
+
+Layout = Literal["auto", "nchw", "nhwc"]
+OutputKind = Literal["auto", "logits", "probabilities", "log-probabilities"]
+Norm = Literal["linf", "l2", "l1"]
+
+_EPS_PATTERN = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)(\s*/\s*(\d+(\.\d*)?|\.\d+))?\s*$")
+
+
+def parse_eps(text: str | float | int, field: str = "--eps") -> float:
+    """Parse an epsilon written as ``0.1``, ``8/255`` or ``.03``, on the [0, 1] pixel scale."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        match = _EPS_PATTERN.match(str(text))
+        if not match:
+            raise UsageError(f"{field}: {text!r} is not a number; write e.g. 0.1 or 8/255")
+        if match.group(3):
+            num, den = str(text).split("/")
+            if float(den) == 0:
+                raise UsageError(f"{field}: {text!r} divides by zero; write e.g. 8/255")
+            value = float(Fraction(num.strip()) / Fraction(den.strip()))
+        else:
+            value = float(match.group(1))
+    if not (value >= 0.0):
+        raise UsageError(f"{field}: {text!r} must be >= 0")
+    if value > 1.0:
+        raise UsageError(
+            f"{field}: {text!r} is larger than 1, but eps is measured on the [0, 1] pixel scale whatever "
+            f"the data's range; for 8 grey levels of 255 write 8/255"
+        )
+    return value
+
+
+class AuditConfig(BaseModel):
+    """Everything one audit needs. Paths are as the user gave them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Path
+    arch: str | None = None
+    arch_kwargs: dict[str, object] = Field(default_factory=dict)
+    trust_model: bool = False
+
+    data: str | None = None
+    labels: Path | None = None
+    npz_keys: tuple[str, str] = ("x", "y")
+    limit: int | None = Field(default=None, gt=0)
+
+    input_range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    layout: Layout = "auto"
+    output: OutputKind = "auto"
+
+    attacks: tuple[str, ...] = ("fgsm",)
+    norm: Norm = "linf"
+    eps: tuple[float, ...] = (0.1,)
+
+    device: str = "auto"
+    batch_size: int = Field(default=256, gt=0)
+    seed: int = 0
+
+    # ONNX Runtime vs converted PyTorch graph: max |diff| allowed is atol + rtol * max |reference|.
+    parity_atol: float = 1e-4
+    parity_rtol: float = 1e-3
+
+    json_path: Path | None = None
+
+    @field_validator("input_range")
+    @classmethod
+    def _range_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not value[0] < value[1]:
+            raise ValueError("the low end must be below the high end, e.g. 0,1 or 0,255")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and any(s <= 0 for s in value):
+            raise ValueError("every std must be > 0")
+        return value
+
+    @field_validator("eps")
+    @classmethod
+    def _eps_valid(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value:
+            raise ValueError("give at least one eps")
+        for e in value:
+            parse_eps(e)
+        return tuple(sorted(set(value)))

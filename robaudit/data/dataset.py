@@ -1,0 +1,390 @@
+"""Open a dataset without loading it whole, validate it against the model, stream it in batches.
+
+Pixels are returned on the [0, 1] scale, NCHW, float32: uint8 data are read as 0..255, float data
+in the declared ``--input-range``. eps is measured on that [0, 1] scale.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from robaudit.errors import InputError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+MNIST_NAME = "mnist"
+MNIST_SHAPE = (1, 28, 28)
+
+
+@dataclass
+class Dataset:
+    """A labelled image set read lazily. ``read(indices)`` returns stored pixels in ``layout``."""
+
+    description: str
+    path: str
+    labels: np.ndarray
+    sample_shape: tuple[int, int, int]
+    layout: str  # "nchw", "nhwc" or "nhw" (greyscale without a channel axis)
+    dtype: np.dtype
+    read: Callable[[np.ndarray], np.ndarray]
+    sha256: str
+    class_names: list[str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to_unit(self, raw: np.ndarray, input_range: tuple[float, float]) -> np.ndarray:
+        """Stored pixels -> float32 NCHW on [0, 1]."""
+        if raw.dtype == np.uint8:
+            x = raw.astype(np.float32) / 255.0
+        else:
+            lo, hi = input_range
+            x = (raw.astype(np.float32) - lo) / (hi - lo)
+        if self.layout == "nhw":
+            x = x[:, None, :, :]
+        elif self.layout == "nhwc":
+            x = x.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(x)
+
+    def batches(
+        self, indices: np.ndarray, batch_size: int, input_range: tuple[float, float]
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Yield (indices, x on [0, 1] NCHW float32, y int64), reading only one batch at a time."""
+        for start in range(0, len(indices), batch_size):
+            idx = indices[start : start + batch_size]
+            yield idx, self.to_unit(self.read(idx), input_range), self.labels[idx].astype(np.int64)
+
+    def validate(
+        self, input_range: tuple[float, float], num_classes: int | None, pixels: bool = True,
+        batch_size: int = 4096,
+    ) -> None:
+        """Labels in the model's classes (when known); with ``pixels``, one streaming pass checking that
+        pixels are finite and inside the declared range."""
+        bad = np.flatnonzero((self.labels < 0) | (num_classes is not None and self.labels >= num_classes))
+        if bad.size and num_classes is None:
+            raise InputError(
+                f"{self.path}: label {int(self.labels[bad[0]])} at sample {int(bad[0])} is negative; "
+                f"labels must be class indices 0..K-1"
+            )
+        if bad.size:
+            raise InputError(
+                f"{self.path}: label {int(self.labels[bad[0]])} at sample {int(bad[0])} is outside the "
+                f"model's {num_classes} classes (0..{num_classes - 1}); fix the labels or use the matching model"
+            )
+        if not pixels or self.dtype == np.uint8:
+            return  # uint8 is 0..255 by construction, always finite
+        lo, hi = input_range
+        tol = 1e-6 * (hi - lo)
+        for start in range(0, len(self), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(self)))
+            raw = np.asarray(self.read(idx))
+            finite = np.isfinite(raw)
+            if not finite.all():
+                where = int(idx[np.flatnonzero(~finite.reshape(len(idx), -1).all(1))[0]])
+                raise InputError(
+                    f"{self.path}: sample {where} has NaN or Inf pixels; remove or repair those samples"
+                )
+            low, high = float(raw.min()), float(raw.max())
+            if low < lo - tol or high > hi + tol:
+                hint = " pass --input-range 0,255" if high > 1.0 + tol and hi <= 1.0 else ""
+                raise InputError(
+                    f"{self.path}: pixel values span [{low:g}, {high:g}], outside the declared --input-range "
+                    f"{lo:g},{hi:g};{hint or ' declare the range the data really use with --input-range'}"
+                )
+
+
+def stratified_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """A seeded subset of ``limit`` indices with each class in proportion, returned sorted."""
+    n = labels.shape[0]
+    if limit >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * limit / n
+    take = np.floor(quota).astype(int)
+    # Largest remainders get the leftover places; ties broken by class order for determinism.
+    leftover = limit - int(take.sum())
+    order = np.argsort(-(quota - take), kind="stable")
+    take[order[:leftover]] += 1
+    chosen = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(chosen))
+
+
+def _sha256_files(paths: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for p in paths:
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _infer_layout(
+    path: str, field_name: str, shape: tuple[int, ...], expected: tuple[int, int, int] | None
+) -> tuple[str, tuple[int, int, int]]:
+    """Decide the stored layout from the array shape and, when known, the model's (C, H, W)."""
+    per = shape[1:]
+    if len(per) == 2:
+        layout, sample = "nhw", (1, per[0], per[1])
+    elif len(per) == 3:
+        if expected is not None and tuple(per) == expected:
+            layout, sample = "nchw", tuple(per)
+        elif expected is not None and (per[2], per[0], per[1]) == expected:
+            layout, sample = "nhwc", (per[2], per[0], per[1])
+        elif per[-1] in (1, 3, 4) and per[0] not in (1, 3, 4):
+            layout, sample = "nhwc", (per[2], per[0], per[1])
+        else:
+            layout, sample = "nchw", tuple(per)
+    else:
+        raise InputError(
+            f"{path}: {field_name} has shape {shape}; expected images as (N, H, W), (N, C, H, W) or (N, H, W, C)"
+        )
+    if expected is not None and sample != expected:
+        raise InputError(
+            f"{path}: {field_name} holds images of shape {'x'.join(map(str, sample))} (C x H x W) but the model "
+            f"takes {'x'.join(map(str, expected))}; pass data that match the model's input"
+        )
+    return layout, sample  # type: ignore[return-value]
+
+
+def _check_dtype(path: str, field_name: str, dtype: np.dtype, notes: list[str]) -> None:
+    if dtype == np.float64:
+        notes.append(f"{path}: {field_name} is float64; cast to float32 for the model")
+    elif not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
+        raise InputError(
+            f"{path}: {field_name} has dtype {dtype}; store pixels as uint8 (0..255) or float (in --input-range)"
+        )
+
+
+def _labels(path: str, field_name: str, y: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+        y = y.argmax(1)
+    y = y.reshape(-1)
+    if y.shape[0] != n:
+        raise InputError(f"{path}: {field_name} has {y.shape[0]} labels for {n} images; give one label per image")
+    if not np.issubdtype(y.dtype, np.integer):
+        if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
+            raise InputError(f"{path}: {field_name} holds non-integer labels; store class indices 0..K-1")
+    return y.astype(np.int64)
+
+
+def _memmap_npz_member(path: Path, member: str) -> np.ndarray:
+    """Memory-map an uncompressed .npy member of an .npz; load it when compressed."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+        if info.compress_type == zipfile.ZIP_STORED:
+            with path.open("rb") as fh:
+                fh.seek(info.header_offset)
+                local = fh.read(30)
+                name_len = int.from_bytes(local[26:28], "little")
+                extra_len = int.from_bytes(local[28:30], "little")
+                fh.seek(info.header_offset + 30 + name_len + extra_len)
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                if not dtype.hasobject:
+                    return np.memmap(
+                        path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape, order="F" if fortran else "C"
+                    )
+        with zf.open(member) as fh:
+            return np.lib.format.read_array(fh, allow_pickle=False)
+
+
+def _open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] | None) -> Dataset:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"{path}: not a readable .npz file ({exc}); save it with numpy.savez") from None
+    xkey, ykey = keys
+    for key in keys:
+        if key not in members:
+            raise InputError(
+                f"{path}: no array named {key!r} (found {sorted(members)}); name the keys with --npz-keys x,y"
+            )
+    try:
+        x = _memmap_npz_member(path, xkey + ".npy")
+        y = _memmap_npz_member(path, ykey + ".npy")
+    except ValueError as exc:
+        raise InputError(f"{path}: cannot read arrays ({exc}); save plain numeric arrays with numpy.savez") from None
+    notes: list[str] = []
+    if isinstance(x, np.memmap):
+        notes.append(f"{path}: {xkey} is memory-mapped")
+    return _from_arrays(str(path), xkey, ykey, x, y, expected, _sha256_files([path]), notes)
+
+
+def _from_arrays(
+    path: str,
+    xkey: str,
+    ykey: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    expected: tuple[int, int, int] | None,
+    sha: str,
+    notes: list[str],
+) -> Dataset:
+    _check_dtype(path, xkey, x.dtype, notes)
+    layout, sample = _infer_layout(path, xkey, x.shape, expected)
+    labels = _labels(path, ykey, np.asarray(y), x.shape[0])
+    return Dataset(
+        description=f"{Path(path).name} ({len(labels)} images, {'x'.join(map(str, sample))})",
+        path=path,
+        labels=labels,
+        sample_shape=sample,
+        layout=layout,
+        dtype=x.dtype,
+        read=lambda idx: np.asarray(x[idx]),
+        sha256=sha,
+        notes=notes,
+    )
+
+
+def _open_npy_pair(path: Path, labels_path: Path, expected: tuple[int, int, int] | None) -> Dataset:
+    arrays = []
+    for p in (path, labels_path):
+        try:
+            arrays.append(np.load(p, mmap_mode="r", allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{p}: not a readable .npy file ({exc}); save it with numpy.save") from None
+    return _from_arrays(
+        str(path), "images", f"labels ({labels_path})", arrays[0], arrays[1], expected,
+        _sha256_files([path, labels_path]), [f"{path}: memory-mapped"],
+    )
+
+
+def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dataset:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise InputError(f"{root}: no class subfolders; lay images out as {root}/<class>/<image>.png")
+    files: list[Path] = []
+    labels: list[int] = []
+    for k, name in enumerate(classes):
+        found = sorted(
+            p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        files.extend(found)
+        labels.extend([k] * len(found))
+    if not files:
+        raise InputError(f"{root}: no PNG or JPEG images in its class subfolders")
+
+    def open_image(p: Path) -> np.ndarray:
+        try:
+            with Image.open(p) as im:
+                im.load()
+                if channels is not None:
+                    im = im.convert("L" if channels == 1 else "RGB")
+                return np.asarray(im)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"{p}: not a readable image ({exc}); remove or replace it") from None
+
+    channels = expected[0] if expected is not None else None
+    first = open_image(files[0])
+    if channels is None:
+        channels = 1 if first.ndim == 2 else 3
+        first = open_image(files[0])
+    layout = "nhw" if first.ndim == 2 else "nhwc"
+    sample = (channels, first.shape[0], first.shape[1])
+    if expected is not None and sample != expected:
+        raise InputError(
+            f"{files[0]}: image is {first.shape[1]}x{first.shape[0]} pixels but the model takes "
+            f"{expected[2]}x{expected[1]}; resize the images to the model's input size"
+        )
+
+    def read(idx: np.ndarray) -> np.ndarray:
+        out = []
+        for i in idx:
+            img = open_image(files[int(i)])
+            if img.shape != first.shape:
+                raise InputError(
+                    f"{files[int(i)]}: image has shape {img.shape}, unlike {files[0].name}'s {first.shape}; "
+                    f"give all images the model's input size"
+                )
+            out.append(img)
+        return np.stack(out)
+
+    return Dataset(
+        description=f"{root} ({len(files)} images in {len(classes)} classes)",
+        path=str(root),
+        labels=np.asarray(labels, dtype=np.int64),
+        sample_shape=sample,
+        layout=layout,
+        dtype=np.dtype(np.uint8),
+        read=read,
+        sha256=_sha256_files(files),
+        class_names=classes,
+    )
+
+
+def _read_idx(raw: bytes, magic: int) -> np.ndarray:
+    header_magic = int.from_bytes(raw[0:4], "big")
+    if header_magic != magic:
+        raise InputError(f"bundled MNIST: bad idx magic {header_magic}; reinstall robaudit")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def open_mnist() -> Dataset:
+    """The MNIST test set shipped with robaudit (10,000 images, CC BY-SA 3.0, LeCun, Cortes & Burges)."""
+    folder = resources.files("robaudit.data") / "mnist"
+    files = [folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz"]
+    images = _read_idx(gzip.decompress(files[0].read_bytes()), 2051)
+    labels = _read_idx(gzip.decompress(files[1].read_bytes()), 2049).astype(np.int64)
+    digest = hashlib.sha256(files[0].read_bytes() + files[1].read_bytes()).hexdigest()
+    return Dataset(
+        description="bundled MNIST test set (10000 images, 1x28x28)",
+        path=MNIST_NAME,
+        labels=labels,
+        sample_shape=MNIST_SHAPE,
+        layout="nhw",
+        dtype=np.dtype(np.uint8),
+        read=lambda idx: images[idx],
+        sha256=digest,
+        class_names=[str(i) for i in range(10)],
+    )
+
+
+def open_dataset(
+    spec: str,
+    *,
+    labels: Path | None = None,
+    npz_keys: tuple[str, str] = ("x", "y"),
+    expected_shape: tuple[int, int, int] | None = None,
+) -> Dataset:
+    """Open ``spec``: ``mnist``, an .npz, an .npy (with ``labels``), or an image folder."""
+    if spec == MNIST_NAME:
+        ds = open_mnist()
+        if expected_shape is not None and expected_shape != MNIST_SHAPE:
+            raise InputError(
+                f"--data mnist: MNIST images are 1x28x28 but the model takes "
+                f"{'x'.join(map(str, expected_shape))}; pass --data with images of the model's input shape"
+            )
+        return ds
+    path = Path(spec)
+    if not path.exists():
+        raise InputError(f"--data {spec}: no such file or folder; give an .npz, an .npy, an image folder or 'mnist'")
+    if path.is_dir():
+        return _open_image_folder(path, expected_shape)
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        return _open_npz(path, npz_keys, expected_shape)
+    if suffix == ".npy":
+        if labels is None:
+            raise InputError(f"--data {spec}: an .npy file holds no labels; pass them with --labels labels.npy")
+        return _open_npy_pair(path, labels, expected_shape)
+    raise InputError(
+        f"--data {spec}: unknown data format {suffix or '(no suffix)'}; give an .npz, an .npy, an image folder or 'mnist'"
+    )

@@ -1,0 +1,51 @@
+"""Errors, each mapped to one documented exit code (the contract CI systems rely on).
+
+Every error is shown to the user as one line that names the file, the field and a fix; no traceback
+unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Stable exit codes. Never renumber: CI pipelines depend on them."""
+
+    OK = 0
+    GATE_FAILED = 1
+    USAGE_ERROR = 2
+    INPUT_ERROR = 3
+    UNRELIABLE = 4
+    OUT_OF_RESOURCES = 5
+    INTERNAL_ERROR = 70
+
+
+class RobauditError(Exception):
+    """Base class: an error the user can fix, shown as one line."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL_ERROR
+
+
+class UsageError(RobauditError):
+    """Bad command-line flags or profile values."""
+
+    exit_code = ExitCode.USAGE_ERROR
+
+
+class InputError(RobauditError):
+    """A model or data file that cannot be read, is unsafe to read, or does not fit the model."""
+
+    exit_code = ExitCode.INPUT_ERROR
+
+
+class ResourceError(RobauditError):
+    """Out of memory (host or device) or disk."""
+
+    exit_code = ExitCode.OUT_OF_RESOURCES
+
+
+class VerificationError(RobauditError):
+    """An attack returned a point outside its threat model. This is a bug in an attack, never a success."""
+
+    exit_code = ExitCode.INTERNAL_ERROR

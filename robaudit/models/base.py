@@ -1,0 +1,125 @@
+"""The ModelAdapter: one interface over PyTorch and ONNX classifiers.
+
+Attacks see a function from images on the [0, 1] scale, NCHW, on the device, to logits. Mapping to
+the model's own input range, normalisation, layout changes and output conversion all live here, so
+eps is always measured on the user's pixel scale mapped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+OutputKind = Literal["logits", "probabilities", "log-probabilities"]
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How [0, 1] NCHW images become the model's input tensor."""
+
+    input_range: tuple[float, float] = (0.0, 1.0)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    layout: Literal["nchw", "nhwc"] = "nchw"
+
+    def apply(self, x01: torch.Tensor) -> torch.Tensor:
+        lo, hi = self.input_range
+        x = x01 if (lo, hi) == (0.0, 1.0) else x01 * (hi - lo) + lo
+        if self.mean is not None or self.std is not None:
+            channels = x.shape[1]
+            mean = torch.tensor(self.mean or (0.0,), dtype=x.dtype, device=x.device)
+            std = torch.tensor(self.std or (1.0,), dtype=x.dtype, device=x.device)
+            mean = mean.expand(channels) if mean.numel() == 1 else mean
+            std = std.expand(channels) if std.numel() == 1 else std
+            x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+        if self.layout == "nhwc":
+            x = x.permute(0, 2, 3, 1)
+        return x
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the runner may do with a model."""
+
+    backend: Literal["torch", "onnx"]
+    gradients: bool
+    converter: str | None = None
+    gradient_note: str | None = None  # why gradients are unavailable, in words
+    parity_max_abs_diff: float | None = None  # converted graph vs ONNX Runtime on the first batch
+    runtime_provider: str | None = None
+
+
+def detect_output_kind(raw: torch.Tensor) -> OutputKind:
+    """Non-negative rows that sum to 1 are probabilities; exp-rows that sum to 1 are log-probabilities."""
+    raw = raw.detach().double()
+    if raw.ndim != 2 or raw.shape[1] < 2:
+        return "logits"
+    if bool((raw >= 0).all()) and torch.allclose(raw.sum(1), torch.ones_like(raw[:, 0]), atol=1e-3):
+        return "probabilities"
+    if bool((raw <= 0).all()) and torch.allclose(raw.exp().sum(1), torch.ones_like(raw[:, 0]), atol=1e-3):
+        return "log-probabilities"
+    return "logits"
+
+
+def to_logits(raw: torch.Tensor, kind: OutputKind) -> torch.Tensor:
+    """Scores whose softmax is the model's distribution, safe to differentiate.
+
+    Log-probabilities already are such scores. Probabilities are saturated: their gradients vanish
+    (gradient masking), so we take the log, the best that can be done when no logit layer is reachable.
+    """
+    if kind == "probabilities":
+        return torch.log(raw.clamp_min(torch.finfo(raw.dtype).tiny))
+    return raw
+
+
+class ModelAdapter:
+    """Logits in pixel space for one classifier.
+
+    ``logits`` is differentiable (PyTorch, or the PyTorch conversion of an ONNX graph) and is what
+    attacks call; ``predict_logits`` is what the runner trusts for every reported prediction (ONNX
+    Runtime for ONNX files, so a conversion error cannot make a model look weaker than it is).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        sample_shape: tuple[int, int, int],
+        num_classes: int,
+        preprocessing: Preprocessing,
+        output_kind: OutputKind,
+        device: torch.device,
+        capabilities: Capabilities,
+        torch_model: nn.Module | Callable[[torch.Tensor], torch.Tensor] | None,
+        runtime: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.name = name
+        self.sample_shape = sample_shape
+        self.num_classes = num_classes
+        self.preprocessing = preprocessing
+        self.output_kind = output_kind
+        self.device = device
+        self.capabilities = capabilities
+        self._torch_model = torch_model
+        self._runtime = runtime
+
+    def logits(self, x01: torch.Tensor) -> torch.Tensor:
+        """Differentiable logits for x on the [0, 1] scale, shape (N, C, H, W) -> (N, K)."""
+        if self._torch_model is None:
+            raise RuntimeError(f"{self.name}: no differentiable model ({self.capabilities.gradient_note})")
+        raw = self._torch_model(self.preprocessing.apply(x01))
+        return to_logits(raw.reshape(raw.shape[0], -1), self.output_kind)
+
+    @torch.inference_mode()
+    def predict_logits(self, x01: torch.Tensor) -> torch.Tensor:
+        """Logits from the reference runtime, without gradients, on the adapter's device."""
+        if self._runtime is None:
+            return self.logits(x01).float()
+        model_input = self.preprocessing.apply(x01).detach().cpu().numpy().astype(np.float32, copy=False)
+        raw = torch.from_numpy(np.ascontiguousarray(self._runtime(model_input))).to(self.device)
+        return to_logits(raw.reshape(raw.shape[0], -1).float(), self.output_kind)

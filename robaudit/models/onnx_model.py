@@ -1,0 +1,334 @@
+"""ONNX models: predictions from ONNX Runtime, gradients from a PyTorch conversion of the graph.
+
+The conversion is only trusted after its logits match ONNX Runtime's on the first batch, and every
+adversarial example it helps find is re-checked on ONNX Runtime by the runner.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import warnings
+from collections.abc import Callable
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper
+
+from robaudit.config import AuditConfig
+from robaudit.errors import InputError
+from robaudit.models.base import Capabilities, ModelAdapter, Preprocessing, detect_output_kind
+from robaudit.models.ort_install import import_onnxruntime
+from robaudit.models.torch_model import _one_line
+
+log = logging.getLogger(__name__)
+
+
+def topological_sort(graph: onnx.GraphProto) -> bool:
+    """Sort ``graph.node`` in place so every node follows its inputs (Kahn). Returns True if it moved any.
+
+    Real Keras/tf2onnx exports ship unsorted nodes; ONNX Runtime sorts for itself, converters do not.
+    """
+    produced_by = {out: i for i, node in enumerate(graph.node) for out in node.output if out}
+    deps: list[set[int]] = []
+    for node in graph.node:
+        deps.append({produced_by[name] for name in node.input if name in produced_by})
+    order: list[int] = []
+    placed: set[int] = set()
+    remaining = list(range(len(graph.node)))
+    while remaining:
+        ready = [i for i in remaining if deps[i] <= placed]
+        if not ready:  # a cycle: leave the graph as it is and let the checker speak
+            return False
+        for i in ready:
+            placed.add(i)
+            order.append(i)
+        remaining = [i for i in remaining if i not in placed]
+    if order == list(range(len(graph.node))):
+        return False
+    nodes = [copy.deepcopy(graph.node[i]) for i in order]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return True
+
+
+def strip_final_softmax(model: onnx.ModelProto) -> bool:
+    """Drop a Softmax that produces the first graph output, so the output is the logits feeding it.
+
+    Gradients through a saturated softmax vanish (1e-5 to 1e-6 measured on Keras models): attacks
+    must see the logits.
+    """
+    graph = model.graph
+    out_name = graph.output[0].name
+    producers = [n for n in graph.node if out_name in n.output]
+    if len(producers) != 1 or producers[0].op_type != "Softmax":
+        return False
+    softmax = producers[0]
+    consumers = [n for n in graph.node if softmax.input[0] in n.input and n is not softmax]
+    other_outputs = [o for o in graph.output[1:] if o.name == softmax.input[0]]
+    if consumers or other_outputs:
+        return False  # the logits are used elsewhere; keep the graph whole
+    old = graph.output[0]
+    new = helper.make_tensor_value_info(softmax.input[0], old.type.tensor_type.elem_type, None)
+    new.type.CopyFrom(old.type)
+    graph.node.remove(softmax)
+    graph.output.remove(old)
+    graph.output.insert(0, new)
+    return True
+
+
+def _graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+    initializers = {t.name for t in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in initializers]
+    if len(inputs) != 1:
+        raise InputError(f"model has {len(inputs)} inputs; robaudit audits single-input image classifiers")
+    return inputs[0]
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in value.type.tensor_type.shape.dim]
+
+
+def infer_layout(dims: list[int | None]) -> str:
+    """NHWC when the last axis looks like channels and the second does not (Keras/tf2onnx exports)."""
+    if len(dims) == 4 and dims[3] in (1, 3, 4) and dims[1] not in (1, 3, 4):
+        return "nhwc"
+    return "nchw"
+
+
+def _chunked(fn: Callable[[np.ndarray], np.ndarray], fixed_batch: int | None) -> Callable[[np.ndarray], np.ndarray]:
+    """Run a fixed-batch model on any batch: split into chunks of that size, padding the last one."""
+    if fixed_batch is None:
+        return fn
+
+    def run(x: np.ndarray) -> np.ndarray:
+        outs = []
+        for start in range(0, x.shape[0], fixed_batch):
+            chunk = x[start : start + fixed_batch]
+            n = chunk.shape[0]
+            if n < fixed_batch:
+                pad = np.repeat(chunk[-1:], fixed_batch - n, axis=0)
+                chunk = np.concatenate([chunk, pad])
+            outs.append(fn(chunk)[:n])
+        return np.concatenate(outs)
+
+    return run
+
+
+def _torch_fixed_batch(module: torch.nn.Module, fixed_batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Batch-1 graphs (a Reshape to [1, -1], say) run on a whole batch through vmap when it works,
+    else sample by sample; both keep gradients."""
+
+    def looped(x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for start in range(0, x.shape[0], fixed_batch):
+            chunk = x[start : start + fixed_batch]
+            n = chunk.shape[0]
+            if n < fixed_batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(fixed_batch - n, *chunk.shape[1:])])
+            outs.append(module(chunk)[:n])
+        return torch.cat(outs)
+
+    if fixed_batch != 1:
+        return looped
+
+    def vmapped(x: torch.Tensor) -> torch.Tensor:
+        return torch.func.vmap(lambda xi: module(xi.unsqueeze(0)).squeeze(0))(x)
+
+    def choose(x: torch.Tensor) -> torch.Tensor:
+        return state["fn"](x)
+
+    state: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"fn": looped}
+
+    def probe(x: torch.Tensor) -> None:
+        try:
+            with torch.no_grad():
+                fast = vmapped(x[:2])
+                slow = looped(x[:2])
+            if fast.shape == slow.shape and torch.allclose(fast, slow, atol=1e-5, rtol=1e-4):
+                state["fn"] = vmapped
+        except Exception:  # noqa: BLE001 - vmap is an optimisation; the loop is always right
+            pass
+
+    choose.probe = probe  # type: ignore[attr-defined]
+    return choose
+
+
+def _convert(model: onnx.ModelProto) -> tuple[torch.nn.Module | None, str | None, list[str]]:
+    """Try each converter in turn; return (module, converter name, failures in words)."""
+    failures: list[str] = []
+    attempts: list[tuple[str, Callable[[onnx.ModelProto], torch.nn.Module]]] = []
+    try:
+        from onnx2pytorch import ConvertModel
+
+        attempts.append(("onnx2pytorch", lambda m: ConvertModel(m, experimental=True, enable_pruning=False)))
+    except Exception as exc:  # noqa: BLE001 - a missing or broken converter is one failure among others
+        failures.append(f"onnx2pytorch unavailable ({_one_line(exc, 80)})")
+    try:
+        from onnx2torch import convert
+
+        attempts.append(("onnx2torch", convert))
+    except Exception as exc:  # noqa: BLE001
+        failures.append(f"onnx2torch unavailable ({_one_line(exc, 80)})")
+    for name, fn in attempts:
+        try:
+            with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                module = fn(copy.deepcopy(model))
+            return module, name, failures
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"{name}: {_one_line(exc, 160)}")
+    return None, None, failures
+
+
+class OnnxModelHandle:
+    def __init__(self, path: Path, config: AuditConfig, device: torch.device) -> None:
+        self.path = path
+        self.config = config
+        self.device = device
+        self.notes: list[str] = []
+        ort = import_onnxruntime()
+        try:
+            model = onnx.load_model_from_string(path.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - protobuf raises several types for corrupt bytes
+            raise InputError(f"{path}: not a readable ONNX file ({_one_line(exc)}); re-export the model") from None
+        if not model.graph.node:
+            raise InputError(f"{path}: the ONNX graph is empty; re-export the model")
+        try:
+            onnx.checker.check_model(model)
+            checker_error = None
+        except Exception as exc:  # noqa: BLE001
+            checker_error = _one_line(exc, 160)
+        if topological_sort(model.graph):
+            self.notes.append(f"{path.name}: graph nodes were not in topological order; sorted them")
+        self.stripped_softmax = strip_final_softmax(model)
+        if self.stripped_softmax:
+            self.notes.append(f"{path.name}: graph ends in Softmax; attacks use the logits that feed it")
+
+        graph_input = _graph_input(model)
+        self.input_name = graph_input.name
+        dims = _dims(graph_input)
+        if len(dims) != 4:
+            raise InputError(
+                f"{path}: input {graph_input.name!r} has rank {len(dims)}; robaudit audits image models "
+                f"with (N, C, H, W) or (N, H, W, C) input"
+            )
+        self.layout = config.layout if config.layout != "auto" else infer_layout(dims)
+        self.fixed_batch = dims[0]
+        c, h, w = (dims[1], dims[2], dims[3]) if self.layout == "nchw" else (dims[3], dims[1], dims[2])
+        self.declared_shape = (c, h, w) if None not in (c, h, w) else None  # type: ignore[assignment]
+
+        self.model = model
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+        except Exception as exc:  # noqa: BLE001
+            detail = f"; onnx.checker also says: {checker_error}" if checker_error else ""
+            raise InputError(
+                f"{path}: ONNX Runtime cannot load the model ({_one_line(exc, 160)}){detail}; re-export it"
+            ) from None
+        if checker_error:
+            self.notes.append(f"{path.name}: fails onnx.checker ({checker_error}) but runs in ONNX Runtime")
+        self.provider = self.session.get_providers()[0]
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0])
+
+    def _preprocessing(self) -> Preprocessing:
+        c = self.config
+        return Preprocessing(input_range=c.input_range, mean=c.mean, std=c.std, layout=self.layout)  # type: ignore[arg-type]
+
+    def accepts(self, sample_shape: tuple[int, int, int]) -> bool:
+        if self.declared_shape is not None:
+            return self.declared_shape == sample_shape
+        try:
+            _chunked(self._run, self.fixed_batch)(
+                self._preprocessing().apply(torch.zeros((1, *sample_shape))).numpy()
+            )
+        except Exception:  # noqa: BLE001
+            return False
+        return True
+
+    def bind(self, sample_shape: tuple[int, int, int], probe_x01: torch.Tensor) -> ModelAdapter:
+        pre = self._preprocessing()
+        runtime = _chunked(self._run, self.fixed_batch)
+        model_input = pre.apply(probe_x01.cpu()).numpy().astype(np.float32)
+        try:
+            reference = runtime(model_input)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(
+                f"{self.path}: ONNX Runtime fails on data of shape {'x'.join(map(str, sample_shape))} "
+                f"({_one_line(exc, 160)}); pass data of the model's input shape, or set --layout"
+            ) from None
+        reference_2d = torch.from_numpy(reference.reshape(reference.shape[0], -1).astype(np.float32))
+        kind = detect_output_kind(reference_2d) if self.config.output == "auto" else self.config.output
+        if kind == "probabilities" and not self.stripped_softmax:
+            self.notes.append(
+                f"{self.path.name}: outputs probabilities with no final Softmax to remove; attacks use their "
+                f"log, which can mask gradients"
+            )
+
+        module, converter, failures = _convert(self.model)
+        torch_model: Callable[[torch.Tensor], torch.Tensor] | None = None
+        parity: float | None = None
+        note: str | None = None
+        if module is not None:
+            module = module.to(self.device).eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+            candidate: Callable[[torch.Tensor], torch.Tensor] = module
+            if self.fixed_batch is not None:
+                candidate = _torch_fixed_batch(module, self.fixed_batch)
+                if hasattr(candidate, "probe"):
+                    candidate.probe(pre.apply(probe_x01.to(self.device)))
+            try:
+                with torch.no_grad():
+                    converted = candidate(pre.apply(probe_x01.to(self.device))).float().cpu()
+                converted = converted.reshape(converted.shape[0], -1)
+                parity = float((converted - reference_2d).abs().max())
+                tolerance = self.config.parity_atol + self.config.parity_rtol * float(reference_2d.abs().max())
+                if converted.shape != reference_2d.shape or not parity <= tolerance:
+                    raise InputError(
+                        f"{self.path}: the PyTorch conversion ({converter}) disagrees with ONNX Runtime by up to "
+                        f"{parity:.3g} on the first batch (tolerance {tolerance:.3g}); its gradients cannot be "
+                        f"trusted: report the model to robaudit, or raise --parity-atol if the gap is acceptable"
+                    )
+                torch_model = candidate
+            except InputError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                failures.append(f"{converter} ran but failed: {_one_line(exc, 160)}")
+        if torch_model is None:
+            note = "the graph could not be converted to PyTorch (" + "; ".join(failures) + ")"
+        return ModelAdapter(
+            name=str(self.path),
+            sample_shape=sample_shape,
+            num_classes=int(reference_2d.shape[1]),
+            preprocessing=pre,
+            output_kind=kind,  # type: ignore[arg-type]
+            device=self.device,
+            capabilities=Capabilities(
+                backend="onnx",
+                gradients=torch_model is not None,
+                converter=converter if torch_model is not None else None,
+                gradient_note=note,
+                parity_max_abs_diff=parity,
+                runtime_provider=self.provider,
+            ),
+            torch_model=torch_model,
+            runtime=runtime,
+        )
+
+
+def load_onnx(path: Path, config: AuditConfig, device: torch.device) -> OnnxModelHandle:
+    return OnnxModelHandle(path, config, device)

@@ -1,0 +1,185 @@
+"""PyTorch model files: TorchScript, torch.export programs (.pt2), state_dicts with --arch, and
+(only with --trust-model) whole pickled modules."""
+
+from __future__ import annotations
+
+import importlib
+import pickle
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from robaudit.config import AuditConfig
+from robaudit.errors import InputError, UsageError
+from robaudit.models.base import Capabilities, ModelAdapter, Preprocessing, detect_output_kind
+
+PICKLE_ADVICE = (
+    "re-save it with torch.jit.save or torch.export.save, or save its state_dict and pass "
+    "--arch package.module:ClassName; pass --trust-model only if you trust where the file came from"
+)
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _import_arch(spec: str) -> type[nn.Module]:
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise UsageError(f"--arch {spec}: write it as package.module:ClassName")
+    if "" not in sys.path:
+        sys.path.insert(0, "")  # let users name a module in the current folder, as `python -m` does
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--arch {spec}: cannot import {module_name} ({exc}); check the module path") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise UsageError(f"--arch {spec}: {module_name} has no nn.Module subclass named {class_name}")
+    return cls
+
+
+def _state_dict_of(obj: Any) -> dict[str, torch.Tensor] | None:
+    """The tensors of a state_dict, also when wrapped in a training checkpoint."""
+    if isinstance(obj, dict):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+        for key in ("state_dict", "model_state_dict", "model"):
+            inner = obj.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return inner
+    return None
+
+
+def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[Callable[..., Any], str, Any]:
+    """Return (callable model, format name, example input shape or None)."""
+    if path.suffix.lower() == ".pt2":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # noqa: BLE001 - any failure here means an unreadable file
+            raise InputError(f"{path}: not a readable torch.export program ({_one_line(exc)}); re-export it") from None
+        shape = None
+        example = getattr(program, "example_inputs", None)
+        if example and example[0] and isinstance(example[0][0], torch.Tensor):
+            shape = tuple(example[0][0].shape)
+        return program.module().to(device), "torch.export", shape
+    if _is_torchscript(path):
+        try:
+            return torch.jit.load(str(path), map_location=device), "TorchScript", None
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{path}: not a readable TorchScript file ({_one_line(exc)}); re-save it") from None
+    try:
+        obj = torch.load(str(path), map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" not in str(exc).lower() and "weights only" not in str(exc).lower():
+            raise InputError(f"{path}: not a readable PyTorch file ({_one_line(exc)})") from None
+        if not config.trust_model:
+            raise InputError(
+                f"{path}: holds a pickled Python object, and loading it would run arbitrary code; {PICKLE_ADVICE}"
+            ) from None
+        obj = torch.load(str(path), map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(
+            f"{path}: not a readable model file ({_one_line(exc)}); give a .onnx, TorchScript, .pt2 or state_dict"
+        ) from None
+    if isinstance(obj, nn.Module):
+        return obj.to(device), "pickled nn.Module", None
+    state = _state_dict_of(obj)
+    if state is None:
+        raise InputError(f"{path}: holds a {type(obj).__name__}, not a model or a state_dict; {PICKLE_ADVICE}")
+    if config.arch is None:
+        raise UsageError(
+            f"{path}: is a state_dict (weights without code); pass --arch package.module:ClassName to build the model"
+        )
+    cls = _import_arch(config.arch)
+    try:
+        module = cls(**config.arch_kwargs)
+    except TypeError as exc:
+        raise UsageError(f"--arch {config.arch}: cannot construct it ({exc}); pass --arch-kwargs as JSON") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputError(
+            f"{path}: weights do not fit --arch {config.arch} ({_one_line(exc)}); give the class they were saved from"
+        ) from None
+    return module.to(device), f"state_dict + {config.arch}", None
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class TorchModelHandle:
+    def __init__(self, path: Path, config: AuditConfig, device: torch.device) -> None:
+        self.path = path
+        self.config = config
+        self.device = device
+        self.notes: list[str] = []
+        self.model, self.format, example_shape = _load_file(path, config, device)
+        if isinstance(self.model, nn.Module):
+            self.model.eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+        self.layout = "nhwc" if config.layout == "nhwc" else "nchw"
+        self.declared_shape: tuple[int, int, int] | None = None
+        if example_shape is not None and len(example_shape) == 4:
+            c, h, w = example_shape[1:] if self.layout == "nchw" else (example_shape[3], *example_shape[1:3])
+            self.declared_shape = (int(c), int(h), int(w))
+
+    def _preprocessing(self) -> Preprocessing:
+        c = self.config
+        return Preprocessing(input_range=c.input_range, mean=c.mean, std=c.std, layout=self.layout)  # type: ignore[arg-type]
+
+    def accepts(self, sample_shape: tuple[int, int, int]) -> bool:
+        if self.declared_shape is not None:
+            return self.declared_shape == sample_shape
+        try:
+            with torch.inference_mode():
+                self.model(self._preprocessing().apply(torch.zeros((1, *sample_shape), device=self.device)))
+        except Exception:  # noqa: BLE001 - any failure means "not this shape"
+            return False
+        return True
+
+    def bind(self, sample_shape: tuple[int, int, int], probe_x01: torch.Tensor) -> ModelAdapter:
+        pre = self._preprocessing()
+        try:
+            with torch.inference_mode():
+                raw = self.model(pre.apply(probe_x01))
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(
+                f"{self.path}: the model fails on data of shape {'x'.join(map(str, sample_shape))} "
+                f"({_one_line(exc)}); pass data of the model's input shape, or set --layout"
+            ) from None
+        if not isinstance(raw, torch.Tensor) or raw.ndim < 2:
+            raise InputError(f"{self.path}: the model must return a (N, classes) tensor of scores")
+        raw = raw.reshape(raw.shape[0], -1)
+        kind = detect_output_kind(raw) if self.config.output == "auto" else self.config.output
+        if kind == "probabilities":
+            self.notes.append(
+                "the model outputs probabilities; attacks use their log, and saturated probabilities can mask "
+                "gradients: export the logits if you can"
+            )
+        return ModelAdapter(
+            name=str(self.path),
+            sample_shape=sample_shape,
+            num_classes=int(raw.shape[1]),
+            preprocessing=pre,
+            output_kind=kind,  # type: ignore[arg-type]
+            device=self.device,
+            capabilities=Capabilities(backend="torch", gradients=True),
+            torch_model=self.model,
+        )
+
+
+def load_torch(path: Path, config: AuditConfig, device: torch.device) -> TorchModelHandle:
+    return TorchModelHandle(path, config, device)

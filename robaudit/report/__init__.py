@@ -1,0 +1,1 @@
+"""Reporters: they read only the AuditResult and never import torch."""

@@ -1,0 +1,95 @@
+"""Rich terminal output: a progress bar per attack, the results table and the upper-bound caveat.
+
+Reads only the AuditResult. Rich drops colour codes by itself when output is piped.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from robaudit.results import AuditResult
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+class RichProgress:
+    """The runner's ProgressSink: one bar per attack and eps, with an ETA."""
+
+    def __init__(self, console: Console) -> None:
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+        )
+
+    def __enter__(self) -> RichProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._progress.stop()
+
+    def add_task(self, description: str, total: int) -> int:
+        return int(self._progress.add_task(description, total=total))
+
+    def advance(self, task: int, n: int) -> None:
+        self._progress.advance(task, n)  # type: ignore[arg-type]
+
+
+def render(result: AuditResult, console: Console) -> None:
+    m, d = result.model, result.data
+    console.print(
+        f"[bold]model[/] {m.path} ({m.format}, input {'x'.join(map(str, m.sample_shape))} {m.layout}, "
+        f"{m.num_classes} classes, {m.output_kind})"
+    )
+    console.print(f"[bold]data[/]  {d.description}; evaluated {d.n_evaluated} ({d.subset})")
+    console.print(f"[bold]device[/] {result.settings['device']}, seed {result.settings['seed']}")
+    for note in result.notes:
+        console.print(f"[yellow]note[/] {note}", highlight=False)
+    console.print(
+        f"\n[bold]clean accuracy[/] {_pct(result.clean_accuracy)} "
+        f"({result.n_clean_correct}/{d.n_evaluated}), mean confidence {_pct(result.mean_confidence_clean)}"
+    )
+
+    table = Table(title="Robustness under attack (eps on the [0, 1] pixel scale)", title_justify="left")
+    table.add_column("attack")
+    table.add_column("norm")
+    table.add_column("eps", justify="right")
+    table.add_column("robust acc", justify="right")
+    table.add_column("robust err", justify="right")
+    table.add_column("success", justify="right")
+    table.add_column("conf on adv err", justify="right")
+    for row in result.rows:
+        table.add_row(
+            row.attack,
+            row.norm,
+            f"{row.eps:.4g}",
+            _pct(row.robust_accuracy),
+            _pct(row.robust_error),
+            _pct(row.attack_success_rate),
+            _pct(row.mean_confidence_adversarial_errors),
+        )
+    console.print(table)
+    if m.backend == "onnx" and any(r.n_fooled_converted is not None for r in result.rows):
+        for row in result.rows:
+            fooled = row.n_clean_correct - row.n_robust
+            console.print(
+                f"  {row.attack} eps={row.eps:g}: fooled {row.n_fooled_converted} on the converted graph, "
+                f"{fooled} confirmed on ONNX Runtime",
+                highlight=False,
+            )
+    console.print(Panel(result.caveat, title="What these numbers mean", border_style="cyan"))

@@ -1,0 +1,567 @@
+"""Tests for robaudit.data.dataset: opening, layout inference, validation, batching and subsets."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from robaudit.data.dataset import Dataset, open_dataset, stratified_subset
+from robaudit.errors import InputError
+
+ASSETS = Path(__file__).parent / "assets"
+MNIST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def _assets(prefix: str) -> list[tuple[int, int, Path]]:
+    """(index, label, path) for every asset named ``<prefix>_NN_L.png``, in index order."""
+    out = []
+    for p in sorted(ASSETS.glob(f"{prefix}_*.png")):
+        _, idx, label = p.stem.split("_")
+        out.append((int(idx), int(label), p))
+    assert len(out) == 20, f"expected 20 {prefix} assets, found {len(out)}"
+    return out
+
+
+def _pixels(p: Path) -> np.ndarray:
+    with Image.open(p) as im:
+        return np.asarray(im).copy()
+
+
+@pytest.fixture(scope="module")
+def mnist() -> Dataset:
+    return open_dataset("mnist")
+
+
+def _read_all(ds: Dataset) -> np.ndarray:
+    return ds.read(np.arange(len(ds)))
+
+
+# --------------------------------------------------------------------------- bundled MNIST
+
+
+def test_mnist_size_shape_and_label_counts(mnist: Dataset) -> None:
+    assert len(mnist) == 10000
+    assert mnist.sample_shape == (1, 28, 28)
+    assert mnist.layout == "nhw"
+    assert mnist.dtype == np.uint8
+    assert mnist.labels.dtype == np.int64
+    assert np.bincount(mnist.labels, minlength=10).tolist() == MNIST_COUNTS
+    assert mnist.class_names == [str(i) for i in range(10)]
+    assert re.fullmatch(r"[0-9a-f]{64}", mnist.sha256)
+
+
+def test_mnist_first_20_match_asset_pngs(mnist: Dataset) -> None:
+    assets = _assets("mnist")
+    idx = np.array([i for i, _, _ in assets])
+    np.testing.assert_array_equal(idx, np.arange(20))
+    raw = mnist.read(idx)
+    assert raw.shape == (20, 28, 28) and raw.dtype == np.uint8
+    for i, label, p in assets:
+        np.testing.assert_array_equal(raw[i], _pixels(p), err_msg=f"MNIST test image {i} differs from {p.name}")
+        assert mnist.labels[i] == label
+    unit = mnist.to_unit(raw, (0.0, 1.0))
+    assert unit.shape == (20, 1, 28, 28) and unit.dtype == np.float32
+    np.testing.assert_allclose(unit[:, 0] * 255.0, raw.astype(np.float32), atol=1e-3)
+
+
+def test_mnist_rejects_other_expected_shape() -> None:
+    assert open_dataset("mnist", expected_shape=(1, 28, 28)).sample_shape == (1, 28, 28)
+    with pytest.raises(InputError, match="3x32x32"):
+        open_dataset("mnist", expected_shape=(3, 32, 32))
+
+
+# --------------------------------------------------------------------------- .npz
+
+
+def _uint8_images(n: int = 12, c: int = 3, h: int = 8, w: int = 6, seed: int = 0) -> np.ndarray:
+    """uint8 NCHW images with distinct values along every axis (so a wrong transpose shows)."""
+    return np.random.default_rng(seed).integers(0, 256, size=(n, c, h, w), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_npz_layouts_give_same_unit_output(tmp_path: Path, c: int) -> None:
+    nchw = _uint8_images(c=c)
+    y = np.arange(len(nchw)) % 4
+    variants = {"nchw": nchw, "nhwc": nchw.transpose(0, 2, 3, 1)}
+    if c == 1:
+        variants["nhw"] = nchw[:, 0]
+    expected_unit = nchw.astype(np.float32) / 255.0
+    for layout, arr in variants.items():
+        path = tmp_path / f"{layout}.npz"
+        np.savez(path, x=np.ascontiguousarray(arr), y=y)
+        ds = open_dataset(str(path))
+        assert ds.layout == layout, layout
+        assert ds.sample_shape == (c, 8, 6), layout
+        assert len(ds) == len(nchw)
+        np.testing.assert_array_equal(ds.labels, y)
+        raw = _read_all(ds)
+        np.testing.assert_array_equal(raw, arr)
+        unit = ds.to_unit(raw, (0.0, 1.0))
+        assert unit.dtype == np.float32 and unit.flags.c_contiguous
+        np.testing.assert_array_equal(unit, expected_unit, err_msg=layout)
+        # The model's shape resolves the same layout.
+        ds2 = open_dataset(str(path), expected_shape=(c, 8, 6))
+        assert (ds2.layout, ds2.sample_shape) == (layout, (c, 8, 6))
+
+
+def test_npz_nhwc_resolved_by_expected_shape(tmp_path: Path) -> None:
+    # (N, 3, 4, 3) is ambiguous on its own; the model's (C, H, W) decides.
+    x = np.random.default_rng(1).integers(0, 256, size=(5, 3, 4, 3), dtype=np.uint8)
+    path = tmp_path / "amb.npz"
+    np.savez(path, x=x, y=np.zeros(5, dtype=np.int64))
+    ds = open_dataset(str(path), expected_shape=(3, 3, 4))
+    assert ds.layout == "nhwc" and ds.sample_shape == (3, 3, 4)
+    np.testing.assert_array_equal(ds.to_unit(_read_all(ds), (0, 1)), x.transpose(0, 3, 1, 2) / np.float32(255))
+
+
+def test_npz_uncompressed_is_memory_mapped(tmp_path: Path) -> None:
+    x = _uint8_images(n=30, c=1, h=28, w=28, seed=3)
+    y = np.random.default_rng(3).integers(0, 10, size=30)
+    path = tmp_path / "plain.npz"
+    np.savez(path, x=x, y=y)
+    ds = open_dataset(str(path))
+    assert any("memory-mapped" in note for note in ds.notes), ds.notes
+    np.testing.assert_array_equal(_read_all(ds), x)
+    idx = np.array([29, 0, 7, 7, 13])
+    np.testing.assert_array_equal(ds.read(idx), x[idx])
+    np.testing.assert_array_equal(ds.labels, y)
+    assert re.fullmatch(r"[0-9a-f]{64}", ds.sha256)
+
+
+def test_npz_uncompressed_float_and_fortran_order(tmp_path: Path) -> None:
+    x = np.asfortranarray(np.random.default_rng(4).random((9, 3, 5, 7), dtype=np.float32))
+    assert x.flags.f_contiguous and not x.flags.c_contiguous
+    path = tmp_path / "fortran.npz"
+    np.savez(path, x=x, y=np.arange(9))
+    ds = open_dataset(str(path))
+    assert ds.dtype == np.float32 and ds.sample_shape == (3, 5, 7)
+    np.testing.assert_array_equal(_read_all(ds), x)
+    np.testing.assert_array_equal(ds.read(np.array([8, 2])), x[[8, 2]])
+
+
+def test_npz_compressed_still_works(tmp_path: Path) -> None:
+    x = _uint8_images(n=10, c=3, h=32, w=32, seed=5).transpose(0, 2, 3, 1)
+    y = np.arange(10)
+    path = tmp_path / "compressed.npz"
+    np.savez_compressed(path, x=x, y=y)
+    ds = open_dataset(str(path))
+    assert not any("memory-mapped" in note for note in ds.notes), ds.notes
+    assert ds.layout == "nhwc" and ds.sample_shape == (3, 32, 32)
+    np.testing.assert_array_equal(_read_all(ds), x)
+    np.testing.assert_array_equal(ds.labels, y)
+
+
+def test_npz_custom_keys(tmp_path: Path) -> None:
+    x = _uint8_images(n=6, c=1, h=4, w=4)
+    y = np.array([1, 0, 1, 0, 1, 0])
+    path = tmp_path / "keys.npz"
+    np.savez(path, images=x, targets=y)
+    ds = open_dataset(str(path), npz_keys=("images", "targets"))
+    np.testing.assert_array_equal(_read_all(ds), x)
+    np.testing.assert_array_equal(ds.labels, y)
+    with pytest.raises(InputError) as info:
+        open_dataset(str(path))  # default keys x,y are absent
+    assert "'x'" in str(info.value) and "--npz-keys" in str(info.value)
+
+
+def test_npz_missing_label_key_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "nolabels.npz"
+    np.savez(path, x=_uint8_images(n=3), labels=np.zeros(3))
+    with pytest.raises(InputError) as info:
+        open_dataset(str(path))
+    msg = str(info.value)
+    assert "'y'" in msg and "--npz-keys" in msg and "labels" in msg
+
+
+@pytest.mark.parametrize(
+    "content", [b"this is not a zip file at all", b"", b"PK\x03\x04 truncated zip header"], ids=["text", "empty", "trunc"]
+)
+def test_npz_corrupt_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="npz"):
+        open_dataset(str(path))
+
+
+def test_npz_expected_shape_mismatch_names_both_shapes(tmp_path: Path) -> None:
+    path = tmp_path / "cifar.npz"
+    np.savez(path, x=_uint8_images(n=4, c=3, h=32, w=32), y=np.zeros(4, dtype=np.int64))
+    with pytest.raises(InputError) as info:
+        open_dataset(str(path), expected_shape=(1, 28, 28))
+    msg = str(info.value)
+    assert "3x32x32" in msg and "1x28x28" in msg
+
+
+def test_npz_bad_ndim_and_dtype(tmp_path: Path) -> None:
+    path = tmp_path / "flat.npz"
+    np.savez(path, x=np.zeros((4, 784), dtype=np.uint8), y=np.zeros(4, dtype=np.int64))
+    with pytest.raises(InputError, match=r"\(N, H, W\)"):
+        open_dataset(str(path))
+    path = tmp_path / "int32.npz"
+    np.savez(path, x=np.zeros((4, 1, 4, 4), dtype=np.int32), y=np.zeros(4, dtype=np.int64))
+    with pytest.raises(InputError, match="int32"):
+        open_dataset(str(path))
+
+
+def test_one_hot_labels_become_indices(tmp_path: Path) -> None:
+    y = np.array([3, 0, 2, 1, 3, 2])
+    onehot = np.eye(4, dtype=np.float32)[y]
+    path = tmp_path / "onehot.npz"
+    np.savez(path, x=_uint8_images(n=6, c=1), y=onehot)
+    ds = open_dataset(str(path))
+    assert ds.labels.dtype == np.int64 and ds.labels.shape == (6,)
+    np.testing.assert_array_equal(ds.labels, y)
+
+
+def test_column_labels_and_integral_float_labels(tmp_path: Path) -> None:
+    path = tmp_path / "col.npz"
+    np.savez(path, x=_uint8_images(n=4, c=1), y=np.array([[2.0], [0.0], [1.0], [2.0]]))
+    ds = open_dataset(str(path))
+    np.testing.assert_array_equal(ds.labels, [2, 0, 1, 2])
+    assert ds.labels.dtype == np.int64
+    path = tmp_path / "frac.npz"
+    np.savez(path, x=_uint8_images(n=4, c=1), y=np.array([0.0, 1.5, 1.0, 2.0]))
+    with pytest.raises(InputError, match="non-integer"):
+        open_dataset(str(path))
+
+
+def test_label_count_mismatch(tmp_path: Path) -> None:
+    path = tmp_path / "mismatch.npz"
+    np.savez(path, x=_uint8_images(n=5, c=1), y=np.arange(4))
+    with pytest.raises(InputError) as info:
+        open_dataset(str(path))
+    assert "4 labels" in str(info.value) and "5 images" in str(info.value)
+    path = tmp_path / "mismatch_onehot.npz"
+    np.savez(path, x=_uint8_images(n=5, c=1), y=np.eye(3)[[0, 1, 2]])
+    with pytest.raises(InputError, match="3 labels"):
+        open_dataset(str(path))
+
+
+# --------------------------------------------------------------------------- .npy pair
+
+
+def test_npy_pair_with_labels(tmp_path: Path) -> None:
+    x = _uint8_images(n=8, c=1, h=28, w=28)[:, 0]
+    y = np.array([7, 2, 1, 0, 4, 1, 4, 9])
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    ds = open_dataset(str(tmp_path / "x.npy"), labels=tmp_path / "y.npy", expected_shape=(1, 28, 28))
+    assert ds.layout == "nhw" and ds.sample_shape == (1, 28, 28)
+    np.testing.assert_array_equal(ds.labels, y)
+    np.testing.assert_array_equal(_read_all(ds), x)
+    assert any("memory-mapped" in note for note in ds.notes)
+    other = open_dataset(str(tmp_path / "x.npy"), labels=tmp_path / "y.npy")
+    assert other.sha256 == ds.sha256
+
+
+def test_npy_without_labels(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", _uint8_images(n=3))
+    with pytest.raises(InputError, match="--labels"):
+        open_dataset(str(tmp_path / "x.npy"))
+
+
+def test_npy_unreadable(tmp_path: Path) -> None:
+    (tmp_path / "x.npy").write_bytes(b"not an npy file")
+    np.save(tmp_path / "y.npy", np.arange(3))
+    with pytest.raises(InputError, match="x.npy"):
+        open_dataset(str(tmp_path / "x.npy"), labels=tmp_path / "y.npy")
+
+
+def test_missing_path_and_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        open_dataset(str(tmp_path / "absent.npz"))
+    (tmp_path / "data.csv").write_text("1,2,3\n")
+    with pytest.raises(InputError, match=r"\.csv"):
+        open_dataset(str(tmp_path / "data.csv"))
+
+
+# --------------------------------------------------------------------------- image folder
+
+
+def _image_folder(root: Path, prefix: str) -> list[tuple[int, int, Path]]:
+    assets = _assets(prefix)
+    for idx, label, p in assets:
+        (root / str(label)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, root / str(label) / p.name)
+    return assets
+
+
+def test_image_folder_mnist(tmp_path: Path) -> None:
+    root = tmp_path / "mnist"
+    assets = _image_folder(root, "mnist")
+    ds = open_dataset(str(root), expected_shape=(1, 28, 28))
+    labels_present = sorted({label for _, label, _ in assets})
+    assert ds.class_names == [str(c) for c in labels_present]
+    assert len(ds) == 20
+    assert ds.sample_shape == (1, 28, 28) and ds.layout == "nhw" and ds.dtype == np.uint8
+    # Files are ordered by class folder, then by name: reconstruct that order.
+    order = sorted(assets, key=lambda a: (str(a[1]), a[2].name))
+    np.testing.assert_array_equal(ds.labels, [ds.class_names.index(str(label)) for _, label, _ in order])
+    raw = _read_all(ds)
+    assert raw.shape == (20, 28, 28)
+    for k, (_, _, p) in enumerate(order):
+        np.testing.assert_array_equal(raw[k], _pixels(p), err_msg=p.name)
+    # Lazy read of single, out-of-order indices.
+    for k in (19, 0, 11):
+        np.testing.assert_array_equal(ds.read(np.array([k]))[0], _pixels(order[k][2]))
+    # Same answer without the model's shape.
+    ds2 = open_dataset(str(root))
+    assert ds2.sample_shape == (1, 28, 28) and ds2.layout == "nhw"
+    np.testing.assert_array_equal(_read_all(ds2), raw)
+
+
+def test_image_folder_cifar(tmp_path: Path) -> None:
+    root = tmp_path / "cifar"
+    assets = _image_folder(root, "cifar10")
+    ds = open_dataset(str(root))
+    assert ds.sample_shape == (3, 32, 32) and ds.layout == "nhwc"
+    order = sorted(assets, key=lambda a: (str(a[1]), a[2].name))
+    assert ds.class_names == sorted({str(label) for _, label, _ in assets})
+    idx = np.array([3, 17])
+    raw = ds.read(idx)
+    assert raw.shape == (2, 32, 32, 3)
+    for j, k in enumerate(idx):
+        np.testing.assert_array_equal(raw[j], _pixels(order[k][2]))
+    unit = ds.to_unit(raw, (0, 1))
+    assert unit.shape == (2, 3, 32, 32)
+    np.testing.assert_allclose(unit[0], _pixels(order[3][2]).transpose(2, 0, 1) / 255.0, atol=1e-6)
+
+
+def test_image_folder_expected_shape_mismatch_names_file(tmp_path: Path) -> None:
+    root = tmp_path / "cifar"
+    _image_folder(root, "cifar10")
+    with pytest.raises(InputError) as info:
+        open_dataset(str(root), expected_shape=(1, 28, 28))
+    msg = str(info.value)
+    assert ".png" in msg and "32x32" in msg and "28x28" in msg
+    first = sorted((root / sorted(p.name for p in root.iterdir())[0]).iterdir())[0]
+    assert str(first) in msg
+
+
+def test_image_folder_unreadable_image_at_read(tmp_path: Path) -> None:
+    root = tmp_path / "mnist"
+    _image_folder(root, "mnist")
+    bad = root / "9" / "zz_broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage, not a real png")
+    ds = open_dataset(str(root), expected_shape=(1, 28, 28))  # the first image is fine
+    assert len(ds) == 21
+    ds.read(np.array([0, 1]))  # readable ones still read
+    with pytest.raises(InputError, match="zz_broken.png"):
+        ds.read(np.array([len(ds) - 1]))
+    with pytest.raises(InputError, match="zz_broken.png"):
+        list(ds.batches(np.arange(len(ds)), 8, (0.0, 1.0)))
+
+
+def test_image_folder_size_mismatch_at_read(tmp_path: Path) -> None:
+    root = tmp_path / "mixed"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(root / "a" / "0.png")
+    Image.fromarray(np.zeros((20, 28), dtype=np.uint8)).save(root / "b" / "odd.png")
+    ds = open_dataset(str(root))
+    assert ds.class_names == ["a", "b"]
+    np.testing.assert_array_equal(ds.labels, [0, 1])
+    with pytest.raises(InputError, match="odd.png"):
+        ds.read(np.array([1]))
+
+
+def test_image_folder_empty(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="class subfolders"):
+        open_dataset(str(tmp_path))
+    (tmp_path / "cat").mkdir()
+    (tmp_path / "cat" / "notes.txt").write_text("x")
+    with pytest.raises(InputError, match="no PNG"):
+        open_dataset(str(tmp_path))
+
+
+# --------------------------------------------------------------------------- validate()
+
+
+def _float_npz(tmp_path: Path, x: np.ndarray, y: np.ndarray | None = None, name: str = "f.npz") -> Dataset:
+    path = tmp_path / name
+    np.savez(path, x=x, y=np.zeros(len(x), dtype=np.int64) if y is None else y)
+    return open_dataset(str(path))
+
+
+@pytest.mark.parametrize("bad_value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_validate_non_finite_names_sample(tmp_path: Path, bad_value: float) -> None:
+    x = np.random.default_rng(6).random((50, 1, 4, 4), dtype=np.float32)
+    x[37, 0, 2, 1] = bad_value
+    ds = _float_npz(tmp_path, x)
+    with pytest.raises(InputError, match=r"sample 37\b.*NaN or Inf"):
+        ds.validate((0.0, 1.0), num_classes=10)
+    # Across batch boundaries the index is global, not per batch.
+    with pytest.raises(InputError, match=r"sample 37\b"):
+        ds.validate((0.0, 1.0), num_classes=10, batch_size=16)
+    ds.validate((0.0, 1.0), num_classes=10, pixels=False)  # label-only check passes
+
+
+def test_validate_range_with_0_255_hint(tmp_path: Path) -> None:
+    x = np.random.default_rng(7).random((20, 3, 4, 4), dtype=np.float32) * 255.0
+    x[0, 0, 0, 0] = 255.0
+    ds = _float_npz(tmp_path, x)
+    with pytest.raises(InputError) as info:
+        ds.validate((0.0, 1.0), num_classes=10)
+    msg = str(info.value)
+    assert "--input-range" in msg and "0,255" in msg
+    ds.validate((0.0, 255.0), num_classes=10)  # the right range passes
+
+
+def test_validate_range_above_without_hint(tmp_path: Path) -> None:
+    x = np.full((5, 1, 4, 4), 0.5, dtype=np.float32)
+    x[3, 0, 0, 0] = 1.2
+    ds = _float_npz(tmp_path, x)
+    with pytest.raises(InputError) as info:
+        ds.validate((0.0, 1.0), num_classes=None)
+    msg = str(info.value)
+    assert "--input-range" in msg and "1.2" in msg and "0,255" not in msg
+
+
+def test_validate_range_below(tmp_path: Path) -> None:
+    x = np.linspace(-1.0, 1.0, 5 * 16, dtype=np.float32).reshape(5, 1, 4, 4)
+    ds = _float_npz(tmp_path, x)
+    with pytest.raises(InputError, match="--input-range"):
+        ds.validate((0.0, 1.0), num_classes=None)
+    ds.validate((-1.0, 1.0), num_classes=None)
+    unit = ds.to_unit(_read_all(ds), (-1.0, 1.0))
+    assert unit.min() == pytest.approx(0.0) and unit.max() == pytest.approx(1.0)
+
+
+def test_validate_labels(tmp_path: Path) -> None:
+    x = np.zeros((6, 1, 4, 4), dtype=np.uint8)
+    ds = _float_npz(tmp_path, x, y=np.array([0, 1, 2, 10, 3, 4]), name="big.npz")
+    ds.validate((0.0, 1.0), num_classes=11)
+    ds.validate((0.0, 1.0), num_classes=None)
+    with pytest.raises(InputError) as info:
+        ds.validate((0.0, 1.0), num_classes=10)
+    assert "label 10" in str(info.value) and "sample 3" in str(info.value)
+
+    neg = _float_npz(tmp_path, x, y=np.array([0, 1, -1, 2, 3, 4]), name="neg.npz")
+    with pytest.raises(InputError, match=r"label -1 at sample 2"):
+        neg.validate((0.0, 1.0), num_classes=10)
+    with pytest.raises(InputError, match="negative"):
+        neg.validate((0.0, 1.0), num_classes=None)
+
+
+def test_validate_mnist_passes(mnist: Dataset) -> None:
+    mnist.validate((0.0, 1.0), num_classes=10)
+    with pytest.raises(InputError, match="9"):
+        mnist.validate((0.0, 1.0), num_classes=9)
+
+
+def test_float64_note_and_float32_output(tmp_path: Path) -> None:
+    x = np.random.default_rng(8).random((7, 2, 3, 3))
+    assert x.dtype == np.float64
+    ds = _float_npz(tmp_path, x)
+    assert any("float64" in n and "float32" in n for n in ds.notes), ds.notes
+    ds.validate((0.0, 1.0), num_classes=None)
+    unit = ds.to_unit(_read_all(ds), (0.0, 1.0))
+    assert unit.dtype == np.float32
+    np.testing.assert_allclose(unit, x, rtol=1e-6)
+    _, xb, _ = next(ds.batches(np.arange(3), 3, (0.0, 1.0)))
+    assert xb.dtype == np.float32
+
+
+# --------------------------------------------------------------------------- batches()
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_batches_concatenate_to_full_read(mnist: Dataset, batch_size: int) -> None:
+    indices = np.arange(0, 10000, 97)  # 104 samples, not a multiple of any batch size
+    full = mnist.to_unit(mnist.read(indices), (0.0, 1.0))
+    xs, ys, idxs = [], [], []
+    for idx, xb, yb in mnist.batches(indices, batch_size, (0.0, 1.0)):
+        assert xb.dtype == np.float32 and xb.ndim == 4 and xb.shape[1:] == (1, 28, 28)
+        assert yb.dtype == np.int64
+        assert 1 <= len(idx) <= batch_size and xb.shape[0] == yb.shape[0] == len(idx)
+        assert xb.min() >= 0.0 and xb.max() <= 1.0
+        xs.append(xb)
+        ys.append(yb)
+        idxs.append(idx)
+    assert len(xs) == -(-len(indices) // batch_size)
+    np.testing.assert_array_equal(np.concatenate(idxs), indices)
+    np.testing.assert_array_equal(np.concatenate(xs), full)
+    np.testing.assert_array_equal(np.concatenate(ys), mnist.labels[indices])
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64])
+def test_batches_nhwc_npz(tmp_path: Path, batch_size: int) -> None:
+    nchw = _uint8_images(n=23, c=3, h=5, w=4, seed=9)
+    y = np.arange(23) % 5
+    path = tmp_path / "b.npz"
+    np.savez(path, x=nchw.transpose(0, 2, 3, 1), y=y.astype(np.int32))
+    ds = open_dataset(str(path))
+    out = list(ds.batches(np.arange(23), batch_size, (0.0, 1.0)))
+    x = np.concatenate([b[1] for b in out])
+    yb = np.concatenate([b[2] for b in out])
+    assert x.dtype == np.float32 and yb.dtype == np.int64
+    np.testing.assert_array_equal(x, nchw.astype(np.float32) / 255.0)
+    np.testing.assert_array_equal(yb, y)
+
+
+# --------------------------------------------------------------------------- stratified_subset
+
+
+def _check_subset(labels: np.ndarray, limit: int, sub: np.ndarray) -> None:
+    n = len(labels)
+    if limit >= n:
+        np.testing.assert_array_equal(sub, np.arange(n))
+        return
+    assert sub.shape == (limit,)
+    assert np.all(np.diff(sub) > 0), "indices must be sorted and unique"
+    assert sub.min(initial=0) >= 0 and sub.max(initial=0) < n
+    classes, counts = np.unique(labels, return_counts=True)
+    for c, count in zip(classes, counts, strict=True):
+        got = int(np.sum(labels[sub] == c))
+        quota = count * limit / n
+        assert abs(got - quota) < 1.0 + 1e-9, (c, got, quota)
+        assert got <= count
+
+
+def test_stratified_subset_mnist(mnist: Dataset) -> None:
+    a = stratified_subset(mnist.labels, 1000, seed=0)
+    b = stratified_subset(mnist.labels, 1000, seed=0)
+    c = stratified_subset(mnist.labels, 1000, seed=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    _check_subset(mnist.labels, 1000, a)
+    _check_subset(mnist.labels, 1000, c)
+    # 1000/10000 of each class: counts are exactly a tenth, rounded.
+    got = np.bincount(mnist.labels[a], minlength=10)
+    assert got.sum() == 1000
+    assert np.all(np.abs(got - np.array(MNIST_COUNTS) / 10) < 1)
+
+
+def test_stratified_subset_limit_at_least_n() -> None:
+    labels = np.array([2, 2, 0, 1, 1, 1])
+    np.testing.assert_array_equal(stratified_subset(labels, 6, seed=3), np.arange(6))
+    np.testing.assert_array_equal(stratified_subset(labels, 100, seed=3), np.arange(6))
+
+
+def test_stratified_subset_small_class_kept() -> None:
+    labels = np.array([0] * 90 + [1] * 9 + [2])
+    sub = stratified_subset(labels, 10, seed=0)
+    assert np.bincount(labels[sub], minlength=3).tolist() == [9, 1, 0]
+    sub = stratified_subset(labels, 50, seed=0)
+    _check_subset(labels, 50, sub)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    labels=st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=300),
+    frac=st.floats(min_value=0.0, max_value=1.2),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_stratified_subset_properties(labels: list[int], frac: float, seed: int) -> None:
+    arr = np.array(labels, dtype=np.int64)
+    limit = int(frac * len(arr))
+    sub = stratified_subset(arr, limit, seed)
+    _check_subset(arr, limit, sub)
+    np.testing.assert_array_equal(sub, stratified_subset(arr, limit, seed))
