@@ -62,8 +62,9 @@ def _choose_data(config: AuditConfig, declared: tuple[int, int, int] | None, acc
     )
 
 
-def _rows(records: SampleRecords, attacks: list[str], norm: str, eps_list: tuple[float, ...],
-          backend: str) -> list[AttackRow]:
+def _rows(
+    records: SampleRecords, attacks: list[str], norm: str, eps_list: tuple[float, ...], backend: str
+) -> list[AttackRow]:
     labels = records.labels
     n = len(labels)
     clean_correct = records.clean_pred == labels
@@ -87,7 +88,9 @@ def _rows(records: SampleRecords, attacks: list[str], norm: str, eps_list: tuple
                     robust_error=1.0 - n_rob / n if n else 0.0,
                     attack_success_rate=(n_cc - n_rob) / n_cc if n_cc else None,
                     mean_confidence_adversarial_errors=float(rec.conf[wrong].mean()) if wrong.any() else None,
-                    n_fooled_converted=int((rec.fooled_converted & clean_correct).sum()) if backend == "onnx" else None,
+                    n_fooled_converted=int((rec.fooled_converted & clean_correct).sum())
+                    if backend == "onnx"
+                    else None,
                     seconds=round(rec.seconds, 4),
                 )
             )
@@ -129,12 +132,11 @@ def prepare(config: AuditConfig) -> tuple[ModelAdapter, Dataset, np.ndarray, lis
     gradient_attacks = [a.name for a in attacks if a.needs_gradients]
     if gradient_attacks and not caps.gradients:
         remaining = [a.name for a in attacks if not a.needs_gradients]
-        message = (
-            f"{config.model}: {caps.gradient_note}; gradient attacks ({', '.join(gradient_attacks)}) cannot run"
-        )
+        message = f"{config.model}: {caps.gradient_note}; gradient attacks ({', '.join(gradient_attacks)}) cannot run"
         if not remaining:
             raise InputError(
-                message + "; re-export the model with standard ops (e.g. torch.onnx.export), or audit the PyTorch "
+                message
+                + "; re-export the model with standard ops (e.g. torch.onnx.export), or audit the PyTorch "
                 "model directly"
             )
         notes.append(message + f"; running only {', '.join(remaining)}")
@@ -152,8 +154,16 @@ def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> Audi
         log.info(note)
 
     records = evaluate(
-        adapter, dataset, indices, attacks, norm=config.norm, eps_list=config.eps, batch_size=config.batch_size,
-        seed=config.seed, input_range=config.input_range, progress=progress,
+        adapter,
+        dataset,
+        indices,
+        attacks,
+        norm=config.norm,
+        eps_list=config.eps,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        input_range=config.input_range,
+        progress=progress,
     )
     rows = _rows(records, [a.name for a in attacks], config.norm, config.eps, adapter.capabilities.backend)
     clean_correct = records.clean_pred == records.labels
@@ -161,8 +171,10 @@ def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> Audi
     timings["total_seconds"] = round(time.perf_counter() - total_start, 4)
     caps = adapter.capabilities
     model_path = Path(config.model)
-    subset = "all" if config.limit is None or len(indices) == len(dataset) else (
-        f"seeded stratified subset of {len(indices)} (seed {config.seed})"
+    subset = (
+        "all"
+        if config.limit is None or len(indices) == len(dataset)
+        else (f"seeded stratified subset of {len(indices)} (seed {config.seed})")
     )
     return AuditResult(
         schema_version=SCHEMA_VERSION,

@@ -61,8 +61,10 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
     try:
         return tuple(float(p) for p in text.split(","))
     except ValueError:
-        _fail(f"{flag} {text}: write one number per channel, comma-separated, e.g. 0.485,0.456,0.406",
-              ExitCode.USAGE_ERROR)
+        _fail(
+            f"{flag} {text}: write one number per channel, comma-separated, e.g. 0.485,0.456,0.406",
+            ExitCode.USAGE_ERROR,
+        )
 
 
 def _version(value: bool) -> None:
@@ -82,38 +84,61 @@ def _root(
 
 @app.command(epilog=EXIT_CODES_HELP)
 def scan(
-    model: Annotated[Path, typer.Argument(help="Model file: .onnx, TorchScript, .pt2 (torch.export) or state_dict.")],
+    model: Annotated[
+        Path, typer.Argument(help="Model file: .onnx, TorchScript, .pt2 (torch.export) or state_dict.")
+    ],
     data: Annotated[
         str | None,
-        typer.Option(help="Data: an .npz, an .npy (with --labels), an image folder, or 'mnist'. "
-                     "Default: bundled MNIST for 1x28x28 models."),
+        typer.Option(
+            help="Data: an .npz, an .npy (with --labels), an image folder, or 'mnist'. "
+            "Default: bundled MNIST for 1x28x28 models."
+        ),
     ] = None,
     labels: Annotated[Path | None, typer.Option(help="Labels .npy for an .npy --data file.")] = None,
     npz_keys: Annotated[str, typer.Option(help="Names of the image and label arrays in an .npz.")] = "x,y",
-    limit: Annotated[int | None, typer.Option(help="Evaluate a seeded, stratified subset of N samples.")] = None,
-    attack: Annotated[list[str] | None, typer.Option(help="Attack to run, repeatable. Default: fgsm.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Evaluate a seeded, stratified subset of N samples.")
+    ] = None,
+    attack: Annotated[
+        list[str] | None, typer.Option(help="Attack to run, repeatable. Default: fgsm.")
+    ] = None,
     norm: Annotated[str, typer.Option(help="Threat model norm: linf, l2 or l1.")] = "linf",
     eps: Annotated[list[str] | None, typer.Option(help=EPS_HELP)] = None,
     input_range: Annotated[
-        str, typer.Option(help="Pixel range of float data and of the model's input: 0,1 or 0,255. "
-                          "uint8 data are always read as 0..255.")
+        str,
+        typer.Option(
+            help="Pixel range of float data and of the model's input: 0,1 or 0,255. "
+            "uint8 data are always read as 0..255."
+        ),
     ] = "0,1",
-    mean: Annotated[str | None, typer.Option(help="Per-channel mean robaudit subtracts before the model, "
-                                             "in the model's input scale.")] = None,
-    std: Annotated[str | None, typer.Option(help="Per-channel std robaudit divides by before the model.")] = None,
+    mean: Annotated[
+        str | None,
+        typer.Option(
+            help="Per-channel mean robaudit subtracts before the model, in the model's input scale."
+        ),
+    ] = None,
+    std: Annotated[
+        str | None, typer.Option(help="Per-channel std robaudit divides by before the model.")
+    ] = None,
     layout: Annotated[str, typer.Option(help="Model input layout: auto, nchw or nhwc.")] = "auto",
     output: Annotated[
         str, typer.Option(help="Model output: auto, logits, probabilities or log-probabilities.")
     ] = "auto",
-    arch: Annotated[str | None, typer.Option(help="package.module:ClassName to build a state_dict's model.")] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="package.module:ClassName to build a state_dict's model.")
+    ] = None,
     arch_kwargs: Annotated[str, typer.Option(help="JSON keyword arguments for --arch.")] = "{}",
     trust_model: Annotated[
         bool, typer.Option(help="Allow loading a pickled nn.Module, which runs code from the file.")
     ] = False,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 256,
-    seed: Annotated[int, typer.Option(help="Run seed; each sample's seed derives from it and its index.")] = 0,
-    parity_atol: Annotated[float, typer.Option(help="Allowed ONNX Runtime vs converted-graph logit gap.")] = 1e-4,
+    seed: Annotated[
+        int, typer.Option(help="Run seed; each sample's seed derives from it and its index.")
+    ] = 0,
+    parity_atol: Annotated[
+        float, typer.Option(help="Allowed ONNX Runtime vs converted-graph logit gap.")
+    ] = 1e-4,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
 ) -> None:
@@ -127,20 +152,40 @@ def scan(
         try:
             kwargs = json.loads(arch_kwargs)
         except json.JSONDecodeError as exc:
-            _fail(f"--arch-kwargs: not valid JSON ({exc.msg}); write e.g. '{{\"num_classes\": 10}}'",
-                  ExitCode.USAGE_ERROR)
+            _fail(
+                f"--arch-kwargs: not valid JSON ({exc.msg}); write e.g. '{{\"num_classes\": 10}}'",
+                ExitCode.USAGE_ERROR,
+            )
         keys = tuple(npz_keys.split(","))
         if len(keys) != 2:
-            _fail(f"--npz-keys {npz_keys}: write two names, images then labels, e.g. x,y", ExitCode.USAGE_ERROR)
+            _fail(
+                f"--npz-keys {npz_keys}: write two names, images then labels, e.g. x,y", ExitCode.USAGE_ERROR
+            )
         try:
-            config = AuditConfig(
-                model=model, data=data, labels=labels, npz_keys=keys, limit=limit,
-                attacks=tuple(attack or ("fgsm",)), norm=norm,
-                eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
-                input_range=_pair(input_range, "--input-range"), mean=_floats(mean, "--mean"),
-                std=_floats(std, "--std"), layout=layout, output=output, arch=arch, arch_kwargs=kwargs,
-                trust_model=trust_model, device=device, batch_size=batch_size, seed=seed,
-                parity_atol=parity_atol, json_path=json_path,
+            config = AuditConfig.model_validate(
+                dict(
+                    model=model,
+                    data=data,
+                    labels=labels,
+                    npz_keys=keys,
+                    limit=limit,
+                    attacks=tuple(attack or ("fgsm",)),
+                    norm=norm,
+                    eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
+                    input_range=_pair(input_range, "--input-range"),
+                    mean=_floats(mean, "--mean"),
+                    std=_floats(std, "--std"),
+                    layout=layout,
+                    output=output,
+                    arch=arch,
+                    arch_kwargs=kwargs,
+                    trust_model=trust_model,
+                    device=device,
+                    batch_size=batch_size,
+                    seed=seed,
+                    parity_atol=parity_atol,
+                    json_path=json_path,
+                )
             )
         except ValidationError as exc:
             err = exc.errors()[0]
@@ -156,8 +201,10 @@ def scan(
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, not a traceback
         if debug:
             traceback.print_exc()
-        _fail(f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback",
-              ExitCode.INTERNAL_ERROR)
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback",
+            ExitCode.INTERNAL_ERROR,
+        )
 
 
 def _scan(config: object) -> None:

@@ -43,8 +43,11 @@ def sample_seeds(run_seed: int, indices: np.ndarray) -> np.ndarray:
     """One seed per sample from (run seed, sample index) by SplitMix64, independent of batching."""
     mask = np.uint64(0xFFFFFFFFFFFFFFFF)
     with np.errstate(over="ignore"):
-        z = (np.uint64(run_seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
-             + indices.astype(np.uint64) + np.uint64(1)) & mask
+        z = (
+            np.uint64(run_seed & 0xFFFFFFFFFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+            + indices.astype(np.uint64)
+            + np.uint64(1)
+        ) & mask
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
@@ -74,7 +77,9 @@ class SampleRecords:
 def verify(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, attack: str) -> None:
     """Raise if a candidate leaves the threat model: a bug in the attack, never a success."""
     if x_adv.shape != x.shape:
-        raise VerificationError(f"attack {attack} returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}")
+        raise VerificationError(
+            f"attack {attack} returned shape {tuple(x_adv.shape)} for input {tuple(x.shape)}"
+        )
     if not bool(torch.isfinite(x_adv).all()):
         raise VerificationError(f"attack {attack} returned NaN or Inf pixels")
     if bool((x_adv < 0).any()) or bool((x_adv > 1).any()):
@@ -119,7 +124,9 @@ def evaluate(
     )
     keys = [(a.name, e) for e in eps_list for a in attacks]
     for key in keys:
-        records.adversarial[key] = AttackRecords(np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, bool))
+        records.adversarial[key] = AttackRecords(
+            np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, bool)
+        )
     clean_task = progress.add_task("clean", n)
     tasks = {key: progress.add_task(f"{key[0]} {norm} eps={key[1]:g}", n) for key in keys}
 

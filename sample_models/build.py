@@ -59,7 +59,9 @@ def train(x: torch.Tensor, y: torch.Tensor, adversarial: bool) -> LeNet:
                 xr = xb.clone().requires_grad_(True)
                 (g,) = torch.autograd.grad(F.cross_entropy(model(xr), yb), xr)
                 x_adv = (xb + ADV_EPS * g.sign()).clamp(0, 1).detach()
-                loss = ADV_ALPHA * F.cross_entropy(model(xb), yb) + (1 - ADV_ALPHA) * F.cross_entropy(model(x_adv), yb)
+                loss = ADV_ALPHA * F.cross_entropy(model(xb), yb) + (1 - ADV_ALPHA) * F.cross_entropy(
+                    model(x_adv), yb
+                )
             else:
                 loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad()
@@ -77,7 +79,11 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def export_onnx_dynamo(model: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         program = torch.onnx.export(
-            model, (example,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},), external_data=False
+            model,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
         )
     program.save(str(path), external_data=False)
 
@@ -94,9 +100,16 @@ def main() -> None:
 
     np.savez(HERE / "mnist_holdout.npz", x=images[N_TRAIN:], y=mnist.labels[N_TRAIN:].astype(np.int64))
     info: dict[str, object] = {
-        "seed": SEED, "train_images": f"MNIST test 0-{N_TRAIN - 1}", "holdout_images": f"MNIST test {N_TRAIN}-9999",
-        "epochs": EPOCHS, "adversarial_training": {"attack": "fgsm", "eps": ADV_EPS, "alpha": ADV_ALPHA},
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "seed": SEED,
+        "train_images": f"MNIST test 0-{N_TRAIN - 1}",
+        "holdout_images": f"MNIST test {N_TRAIN}-9999",
+        "epochs": EPOCHS,
+        "adversarial_training": {"attack": "fgsm", "eps": ADV_EPS, "alpha": ADV_ALPHA},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
         "holdout_accuracy": {},
     }
     example = x_hold[:2]
@@ -110,8 +123,13 @@ def main() -> None:
             nhwc = NHWCSoftmax(model).eval()
             with contextlib.redirect_stdout(io.StringIO()):
                 torch.onnx.export(
-                    nhwc, (example.permute(0, 2, 3, 1),), str(HERE / "mnist_nhwc_softmax.onnx"), dynamo=False,
-                    opset_version=13, input_names=["input_1"], output_names=["dense_1"],
+                    nhwc,
+                    (example.permute(0, 2, 3, 1),),
+                    str(HERE / "mnist_nhwc_softmax.onnx"),
+                    dynamo=False,
+                    opset_version=13,
+                    input_names=["input_1"],
+                    output_names=["dense_1"],
                     dynamic_axes={"input_1": {0: "N"}, "dense_1": {0: "N"}},
                 )
     files = sorted(p for p in HERE.iterdir() if p.suffix in {".onnx", ".pt", ".npz"})

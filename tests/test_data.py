@@ -64,7 +64,9 @@ def test_mnist_first_20_match_asset_pngs(mnist: Dataset) -> None:
     raw = mnist.read(idx)
     assert raw.shape == (20, 28, 28) and raw.dtype == np.uint8
     for i, label, p in assets:
-        np.testing.assert_array_equal(raw[i], _pixels(p), err_msg=f"MNIST test image {i} differs from {p.name}")
+        np.testing.assert_array_equal(
+            raw[i], _pixels(p), err_msg=f"MNIST test image {i} differs from {p.name}"
+        )
         assert mnist.labels[i] == label
     unit = mnist.to_unit(raw, (0.0, 1.0))
     assert unit.shape == (20, 1, 28, 28) and unit.dtype == np.float32
@@ -118,7 +120,9 @@ def test_npz_nhwc_resolved_by_expected_shape(tmp_path: Path) -> None:
     np.savez(path, x=x, y=np.zeros(5, dtype=np.int64))
     ds = open_dataset(str(path), expected_shape=(3, 3, 4))
     assert ds.layout == "nhwc" and ds.sample_shape == (3, 3, 4)
-    np.testing.assert_array_equal(ds.to_unit(_read_all(ds), (0, 1)), x.transpose(0, 3, 1, 2) / np.float32(255))
+    np.testing.assert_array_equal(
+        ds.to_unit(_read_all(ds), (0, 1)), x.transpose(0, 3, 1, 2) / np.float32(255)
+    )
 
 
 def test_npz_uncompressed_is_memory_mapped(tmp_path: Path) -> None:
@@ -181,7 +185,9 @@ def test_npz_missing_label_key_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "content", [b"this is not a zip file at all", b"", b"PK\x03\x04 truncated zip header"], ids=["text", "empty", "trunc"]
+    "content",
+    [b"this is not a zip file at all", b"", b"PK\x03\x04 truncated zip header"],
+    ids=["text", "empty", "trunc"],
 )
 def test_npz_corrupt_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.npz"
@@ -287,7 +293,7 @@ def test_missing_path_and_unknown_format(tmp_path: Path) -> None:
 
 def _image_folder(root: Path, prefix: str) -> list[tuple[int, int, Path]]:
     assets = _assets(prefix)
-    for idx, label, p in assets:
+    for _idx, label, p in assets:
         (root / str(label)).mkdir(parents=True, exist_ok=True)
         shutil.copy(p, root / str(label) / p.name)
     return assets
@@ -415,13 +421,15 @@ def test_validate_range_with_0_255_hint(tmp_path: Path) -> None:
 
 
 def test_validate_range_above_without_hint(tmp_path: Path) -> None:
+    # Declared range already wider than [0, 1]: no 0,255 hint, a generic one instead.
     x = np.full((5, 1, 4, 4), 0.5, dtype=np.float32)
-    x[3, 0, 0, 0] = 1.2
+    x[3, 0, 0, 0] = 2.5
     ds = _float_npz(tmp_path, x)
+    ds.validate((0.0, 2.5), num_classes=None)
     with pytest.raises(InputError) as info:
-        ds.validate((0.0, 1.0), num_classes=None)
+        ds.validate((0.0, 2.0), num_classes=None)
     msg = str(info.value)
-    assert "--input-range" in msg and "1.2" in msg and "0,255" not in msg
+    assert "--input-range" in msg and "2.5" in msg and "0,2" in msg and "0,255" not in msg
 
 
 def test_validate_range_below(tmp_path: Path) -> None:
@@ -457,7 +465,7 @@ def test_validate_mnist_passes(mnist: Dataset) -> None:
 
 
 def test_float64_note_and_float32_output(tmp_path: Path) -> None:
-    x = np.random.default_rng(8).random((7, 2, 3, 3))
+    x = np.random.default_rng(8).random((7, 3, 5, 6))
     assert x.dtype == np.float64
     ds = _float_npz(tmp_path, x)
     assert any("float64" in n and "float32" in n for n in ds.notes), ds.notes
@@ -565,3 +573,28 @@ def test_stratified_subset_properties(labels: list[int], frac: float, seed: int)
     sub = stratified_subset(arr, limit, seed)
     _check_subset(arr, limit, sub)
     np.testing.assert_array_equal(sub, stratified_subset(arr, limit, seed))
+
+
+def test_image_folder_rejects_16_bit_images(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "0").mkdir()
+    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(tmp_path / "0" / "deep.png")
+    with pytest.raises(InputError, match="16-bit"):
+        ds = open_dataset(str(tmp_path), expected_shape=(1, 8, 8))
+        ds.read(np.array([0]))
+
+
+def test_image_folder_palette_images_read_as_rgb(tmp_path: Path) -> None:
+    from PIL import Image
+
+    (tmp_path / "0").mkdir()
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 255
+    rgb[..., 2] = 200
+    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "0" / "pal.png")
+    ds = open_dataset(str(tmp_path))
+    assert ds.sample_shape == (3, 8, 8)
+    x = ds.to_unit(ds.read(np.array([0])), (0.0, 1.0))
+    assert x.shape == (1, 3, 8, 8)
+    np.testing.assert_allclose(x[0, :, 0, 0], [1.0, 0.0, 200 / 255], atol=1 / 255)

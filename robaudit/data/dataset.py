@@ -63,7 +63,10 @@ class Dataset:
             yield idx, self.to_unit(self.read(idx), input_range), self.labels[idx].astype(np.int64)
 
     def validate(
-        self, input_range: tuple[float, float], num_classes: int | None, pixels: bool = True,
+        self,
+        input_range: tuple[float, float],
+        num_classes: int | None,
+        pixels: bool = True,
         batch_size: int = 4096,
     ) -> None:
         """Labels in the model's classes (when known); with ``pixels``, one streaming pass checking that
@@ -77,7 +80,7 @@ class Dataset:
         if bad.size:
             raise InputError(
                 f"{self.path}: label {int(self.labels[bad[0]])} at sample {int(bad[0])} is outside the "
-                f"model's {num_classes} classes (0..{num_classes - 1}); fix the labels or use the matching model"
+                f"model's {num_classes} classes (0..{(num_classes or 0) - 1}); fix the labels or use the matching model"
             )
         if not pixels or self.dtype == np.uint8:
             return  # uint8 is 0..255 by construction, always finite
@@ -94,7 +97,7 @@ class Dataset:
                 )
             low, high = float(raw.min()), float(raw.max())
             if low < lo - tol or high > hi + tol:
-                hint = " pass --input-range 0,255" if high > 1.0 + tol and hi <= 1.0 else ""
+                hint = " pass --input-range 0,255" if high > 2.0 and hi <= 1.0 else ""
                 raise InputError(
                     f"{self.path}: pixel values span [{low:g}, {high:g}], outside the declared --input-range "
                     f"{lo:g},{hi:g};{hint or ' declare the range the data really use with --input-range'}"
@@ -131,18 +134,19 @@ def _infer_layout(
     path: str, field_name: str, shape: tuple[int, ...], expected: tuple[int, int, int] | None
 ) -> tuple[str, tuple[int, int, int]]:
     """Decide the stored layout from the array shape and, when known, the model's (C, H, W)."""
-    per = shape[1:]
+    per = tuple(int(d) for d in shape[1:])
+    sample: tuple[int, int, int]
     if len(per) == 2:
         layout, sample = "nhw", (1, per[0], per[1])
     elif len(per) == 3:
         if expected is not None and tuple(per) == expected:
-            layout, sample = "nchw", tuple(per)
+            layout, sample = "nchw", (per[0], per[1], per[2])
         elif expected is not None and (per[2], per[0], per[1]) == expected:
             layout, sample = "nhwc", (per[2], per[0], per[1])
         elif per[-1] in (1, 3, 4) and per[0] not in (1, 3, 4):
             layout, sample = "nhwc", (per[2], per[0], per[1])
         else:
-            layout, sample = "nchw", tuple(per)
+            layout, sample = "nchw", (per[0], per[1], per[2])
     else:
         raise InputError(
             f"{path}: {field_name} has shape {shape}; expected images as (N, H, W), (N, C, H, W) or (N, H, W, C)"
@@ -152,7 +156,7 @@ def _infer_layout(
             f"{path}: {field_name} holds images of shape {'x'.join(map(str, sample))} (C x H x W) but the model "
             f"takes {'x'.join(map(str, expected))}; pass data that match the model's input"
         )
-    return layout, sample  # type: ignore[return-value]
+    return layout, sample
 
 
 def _check_dtype(path: str, field_name: str, dtype: np.dtype, notes: list[str]) -> None:
@@ -170,7 +174,9 @@ def _labels(path: str, field_name: str, y: np.ndarray, n: int) -> np.ndarray:
         y = y.argmax(1)
     y = y.reshape(-1)
     if y.shape[0] != n:
-        raise InputError(f"{path}: {field_name} has {y.shape[0]} labels for {n} images; give one label per image")
+        raise InputError(
+            f"{path}: {field_name} has {y.shape[0]} labels for {n} images; give one label per image"
+        )
     if not np.issubdtype(y.dtype, np.integer):
         if not np.all(np.isfinite(y)) or not np.all(y == np.round(y)):
             raise InputError(f"{path}: {field_name} holds non-integer labels; store class indices 0..K-1")
@@ -195,7 +201,12 @@ def _memmap_npz_member(path: Path, member: str) -> np.ndarray:
                     shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
                 if not dtype.hasobject:
                     return np.memmap(
-                        path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape, order="F" if fortran else "C"
+                        path,
+                        dtype=dtype,
+                        mode="r",
+                        offset=fh.tell(),
+                        shape=shape,
+                        order="F" if fortran else "C",
                     )
         with zf.open(member) as fh:
             return np.lib.format.read_array(fh, allow_pickle=False)
@@ -217,7 +228,9 @@ def _open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] 
         x = _memmap_npz_member(path, xkey + ".npy")
         y = _memmap_npz_member(path, ykey + ".npy")
     except ValueError as exc:
-        raise InputError(f"{path}: cannot read arrays ({exc}); save plain numeric arrays with numpy.savez") from None
+        raise InputError(
+            f"{path}: cannot read arrays ({exc}); save plain numeric arrays with numpy.savez"
+        ) from None
     notes: list[str] = []
     if isinstance(x, np.memmap):
         notes.append(f"{path}: {xkey} is memory-mapped")
@@ -258,8 +271,14 @@ def _open_npy_pair(path: Path, labels_path: Path, expected: tuple[int, int, int]
         except (OSError, ValueError) as exc:
             raise InputError(f"{p}: not a readable .npy file ({exc}); save it with numpy.save") from None
     return _from_arrays(
-        str(path), "images", f"labels ({labels_path})", arrays[0], arrays[1], expected,
-        _sha256_files([path, labels_path]), [f"{path}: memory-mapped"],
+        str(path),
+        "images",
+        f"labels ({labels_path})",
+        arrays[0],
+        arrays[1],
+        expected,
+        _sha256_files([path, labels_path]),
+        [f"{path}: memory-mapped"],
     )
 
 
@@ -284,17 +303,20 @@ def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dat
         try:
             with Image.open(p) as im:
                 im.load()
-                if channels is not None:
-                    im = im.convert("L" if channels == 1 else "RGB")
-                return np.asarray(im)
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    raise InputError(
+                        f"{p}: {im.mode} images (16-bit or float) are not supported; save 8-bit PNG or JPEG"
+                    )
+                return np.asarray(im.convert("L" if channels == 1 else "RGB"))
         except (UnidentifiedImageError, OSError) as exc:
             raise InputError(f"{p}: not a readable image ({exc}); remove or replace it") from None
 
-    channels = expected[0] if expected is not None else None
+    if expected is not None:
+        channels = expected[0]
+    else:  # no declared shape: grey when the first image is grey, else RGB (palette images included)
+        with Image.open(files[0]) as im0:
+            channels = 1 if im0.mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F") else 3
     first = open_image(files[0])
-    if channels is None:
-        channels = 1 if first.ndim == 2 else 3
-        first = open_image(files[0])
     layout = "nhw" if first.ndim == 2 else "nhwc"
     sample = (channels, first.shape[0], first.shape[1])
     if expected is not None and sample != expected:
@@ -375,7 +397,9 @@ def open_dataset(
         return ds
     path = Path(spec)
     if not path.exists():
-        raise InputError(f"--data {spec}: no such file or folder; give an .npz, an .npy, an image folder or 'mnist'")
+        raise InputError(
+            f"--data {spec}: no such file or folder; give an .npz, an .npy, an image folder or 'mnist'"
+        )
     if path.is_dir():
         return _open_image_folder(path, expected_shape)
     suffix = path.suffix.lower()
@@ -383,7 +407,9 @@ def open_dataset(
         return _open_npz(path, npz_keys, expected_shape)
     if suffix == ".npy":
         if labels is None:
-            raise InputError(f"--data {spec}: an .npy file holds no labels; pass them with --labels labels.npy")
+            raise InputError(
+                f"--data {spec}: an .npy file holds no labels; pass them with --labels labels.npy"
+            )
         return _open_npy_pair(path, labels, expected_shape)
     raise InputError(
         f"--data {spec}: unknown data format {suffix or '(no suffix)'}; give an .npz, an .npy, an image folder or 'mnist'"

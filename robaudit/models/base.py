@@ -77,6 +77,45 @@ def to_logits(raw: torch.Tensor, kind: OutputKind) -> torch.Tensor:
     return raw
 
 
+def fixed_batch_module(module: torch.nn.Module, fixed_batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Batch-1 graphs (a Reshape to [1, -1], say) run on a whole batch through vmap when it works,
+    else sample by sample; both keep gradients."""
+
+    def looped(x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for start in range(0, x.shape[0], fixed_batch):
+            chunk = x[start : start + fixed_batch]
+            n = chunk.shape[0]
+            if n < fixed_batch:
+                chunk = torch.cat([chunk, chunk[-1:].expand(fixed_batch - n, *chunk.shape[1:])])
+            outs.append(module(chunk)[:n])
+        return torch.cat(outs)
+
+    if fixed_batch != 1:
+        return looped
+
+    def vmapped(x: torch.Tensor) -> torch.Tensor:
+        return torch.func.vmap(lambda xi: module(xi.unsqueeze(0)).squeeze(0))(x)
+
+    def choose(x: torch.Tensor) -> torch.Tensor:
+        return state["fn"](x)
+
+    state: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"fn": looped}
+
+    def probe(x: torch.Tensor) -> None:
+        try:
+            with torch.no_grad():
+                fast = vmapped(x[:2])
+                slow = looped(x[:2])
+            if fast.shape == slow.shape and torch.allclose(fast, slow, atol=1e-5, rtol=1e-4):
+                state["fn"] = vmapped
+        except Exception:  # noqa: BLE001 - vmap is an optimisation; the loop is always right
+            pass
+
+    choose.probe = probe  # type: ignore[attr-defined]
+    return choose
+
+
 class ModelAdapter:
     """Logits in pixel space for one classifier.
 

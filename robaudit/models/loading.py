@@ -39,7 +39,9 @@ def resolve_device(spec: str) -> torch.device:
         raise UsageError(f"--device {spec}: not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto")
+            raise UsageError(
+                f"--device {spec}: CUDA is not available on this machine; use --device cpu or auto"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(
                 f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0..cuda:"

@@ -21,7 +21,13 @@ from onnx import helper
 
 from robaudit.config import AuditConfig
 from robaudit.errors import InputError
-from robaudit.models.base import Capabilities, ModelAdapter, Preprocessing, detect_output_kind
+from robaudit.models.base import (
+    Capabilities,
+    ModelAdapter,
+    Preprocessing,
+    detect_output_kind,
+    fixed_batch_module,
+)
 from robaudit.models.ort_install import import_onnxruntime
 from robaudit.models.torch_model import _one_line
 
@@ -90,8 +96,10 @@ def _graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
-    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
-            for d in value.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+        for d in value.type.tensor_type.shape.dim
+    ]
 
 
 def infer_layout(dims: list[int | None]) -> str:
@@ -101,7 +109,9 @@ def infer_layout(dims: list[int | None]) -> str:
     return "nchw"
 
 
-def _chunked(fn: Callable[[np.ndarray], np.ndarray], fixed_batch: int | None) -> Callable[[np.ndarray], np.ndarray]:
+def _chunked(
+    fn: Callable[[np.ndarray], np.ndarray], fixed_batch: int | None
+) -> Callable[[np.ndarray], np.ndarray]:
     """Run a fixed-batch model on any batch: split into chunks of that size, padding the last one."""
     if fixed_batch is None:
         return fn
@@ -118,45 +128,6 @@ def _chunked(fn: Callable[[np.ndarray], np.ndarray], fixed_batch: int | None) ->
         return np.concatenate(outs)
 
     return run
-
-
-def _torch_fixed_batch(module: torch.nn.Module, fixed_batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Batch-1 graphs (a Reshape to [1, -1], say) run on a whole batch through vmap when it works,
-    else sample by sample; both keep gradients."""
-
-    def looped(x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for start in range(0, x.shape[0], fixed_batch):
-            chunk = x[start : start + fixed_batch]
-            n = chunk.shape[0]
-            if n < fixed_batch:
-                chunk = torch.cat([chunk, chunk[-1:].expand(fixed_batch - n, *chunk.shape[1:])])
-            outs.append(module(chunk)[:n])
-        return torch.cat(outs)
-
-    if fixed_batch != 1:
-        return looped
-
-    def vmapped(x: torch.Tensor) -> torch.Tensor:
-        return torch.func.vmap(lambda xi: module(xi.unsqueeze(0)).squeeze(0))(x)
-
-    def choose(x: torch.Tensor) -> torch.Tensor:
-        return state["fn"](x)
-
-    state: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"fn": looped}
-
-    def probe(x: torch.Tensor) -> None:
-        try:
-            with torch.no_grad():
-                fast = vmapped(x[:2])
-                slow = looped(x[:2])
-            if fast.shape == slow.shape and torch.allclose(fast, slow, atol=1e-5, rtol=1e-4):
-                state["fn"] = vmapped
-        except Exception:  # noqa: BLE001 - vmap is an optimisation; the loop is always right
-            pass
-
-    choose.probe = probe  # type: ignore[attr-defined]
-    return choose
 
 
 def _convert(model: onnx.ModelProto) -> tuple[torch.nn.Module | None, str | None, list[str]]:
@@ -196,7 +167,9 @@ class OnnxModelHandle:
         try:
             model = onnx.load_model_from_string(path.read_bytes())
         except Exception as exc:  # noqa: BLE001 - protobuf raises several types for corrupt bytes
-            raise InputError(f"{path}: not a readable ONNX file ({_one_line(exc)}); re-export the model") from None
+            raise InputError(
+                f"{path}: not a readable ONNX file ({_one_line(exc)}); re-export the model"
+            ) from None
         if not model.graph.node:
             raise InputError(f"{path}: the ONNX graph is empty; re-export the model")
         try:
@@ -221,7 +194,9 @@ class OnnxModelHandle:
         self.layout = config.layout if config.layout != "auto" else infer_layout(dims)
         self.fixed_batch = dims[0]
         c, h, w = (dims[1], dims[2], dims[3]) if self.layout == "nchw" else (dims[3], dims[1], dims[2])
-        self.declared_shape = (c, h, w) if None not in (c, h, w) else None  # type: ignore[assignment]
+        self.declared_shape: tuple[int, int, int] | None = (
+            (c, h, w) if c is not None and h is not None and w is not None else None
+        )
 
         self.model = model
         providers = ["CPUExecutionProvider"]
@@ -288,7 +263,7 @@ class OnnxModelHandle:
                 p.requires_grad_(False)
             candidate: Callable[[torch.Tensor], torch.Tensor] = module
             if self.fixed_batch is not None:
-                candidate = _torch_fixed_batch(module, self.fixed_batch)
+                candidate = fixed_batch_module(module, self.fixed_batch)
                 if hasattr(candidate, "probe"):
                     candidate.probe(pre.apply(probe_x01.to(self.device)))
             try:
@@ -296,7 +271,9 @@ class OnnxModelHandle:
                     converted = candidate(pre.apply(probe_x01.to(self.device))).float().cpu()
                 converted = converted.reshape(converted.shape[0], -1)
                 parity = float((converted - reference_2d).abs().max())
-                tolerance = self.config.parity_atol + self.config.parity_rtol * float(reference_2d.abs().max())
+                tolerance = self.config.parity_atol + self.config.parity_rtol * float(
+                    reference_2d.abs().max()
+                )
                 if converted.shape != reference_2d.shape or not parity <= tolerance:
                     raise InputError(
                         f"{self.path}: the PyTorch conversion ({converter}) disagrees with ONNX Runtime by up to "
@@ -315,7 +292,7 @@ class OnnxModelHandle:
             sample_shape=sample_shape,
             num_classes=int(reference_2d.shape[1]),
             preprocessing=pre,
-            output_kind=kind,  # type: ignore[arg-type]
+            output_kind=kind,
             device=self.device,
             capabilities=Capabilities(
                 backend="onnx",

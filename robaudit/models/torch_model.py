@@ -16,7 +16,13 @@ from torch import nn
 
 from robaudit.config import AuditConfig
 from robaudit.errors import InputError, UsageError
-from robaudit.models.base import Capabilities, ModelAdapter, Preprocessing, detect_output_kind
+from robaudit.models.base import (
+    Capabilities,
+    ModelAdapter,
+    Preprocessing,
+    detect_output_kind,
+    fixed_batch_module,
+)
 
 PICKLE_ADVICE = (
     "re-save it with torch.jit.save or torch.export.save, or save its state_dict and pass "
@@ -41,7 +47,9 @@ def _import_arch(spec: str) -> type[nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UsageError(f"--arch {spec}: cannot import {module_name} ({exc}); check the module path") from None
+        raise UsageError(
+            f"--arch {spec}: cannot import {module_name} ({exc}); check the module path"
+        ) from None
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise UsageError(f"--arch {spec}: {module_name} has no nn.Module subclass named {class_name}")
@@ -66,17 +74,25 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
         try:
             program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001 - any failure here means an unreadable file
-            raise InputError(f"{path}: not a readable torch.export program ({_one_line(exc)}); re-export it") from None
-        shape = None
-        example = getattr(program, "example_inputs", None)
-        if example and example[0] and isinstance(example[0][0], torch.Tensor):
-            shape = tuple(example[0][0].shape)
+            raise InputError(
+                f"{path}: not a readable torch.export program ({_one_line(exc)}); re-export it"
+            ) from None
+        shape: tuple[int | None, ...] | None = None
+        user_inputs = set(program.graph_signature.user_inputs)
+        for node in program.graph.nodes:
+            val = node.meta.get("val")
+            if node.op == "placeholder" and node.name in user_inputs and isinstance(val, torch.Tensor):
+                # A dimension exported as dynamic is a SymInt; a plain int is fixed in the program.
+                shape = tuple(d if isinstance(d, int) else None for d in val.shape)
+                break
         return program.module().to(device), "torch.export", shape
     if _is_torchscript(path):
         try:
             return torch.jit.load(str(path), map_location=device), "TorchScript", None
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: not a readable TorchScript file ({_one_line(exc)}); re-save it") from None
+            raise InputError(
+                f"{path}: not a readable TorchScript file ({_one_line(exc)}); re-save it"
+            ) from None
     try:
         obj = torch.load(str(path), map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -95,7 +111,9 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
         return obj.to(device), "pickled nn.Module", None
     state = _state_dict_of(obj)
     if state is None:
-        raise InputError(f"{path}: holds a {type(obj).__name__}, not a model or a state_dict; {PICKLE_ADVICE}")
+        raise InputError(
+            f"{path}: holds a {type(obj).__name__}, not a model or a state_dict; {PICKLE_ADVICE}"
+        )
     if config.arch is None:
         raise UsageError(
             f"{path}: is a state_dict (weights without code); pass --arch package.module:ClassName to build the model"
@@ -104,7 +122,9 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
     try:
         module = cls(**config.arch_kwargs)
     except TypeError as exc:
-        raise UsageError(f"--arch {config.arch}: cannot construct it ({exc}); pass --arch-kwargs as JSON") from None
+        raise UsageError(
+            f"--arch {config.arch}: cannot construct it ({exc}); pass --arch-kwargs as JSON"
+        ) from None
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -127,14 +147,20 @@ class TorchModelHandle:
         self.notes: list[str] = []
         self.model, self.format, example_shape = _load_file(path, config, device)
         if isinstance(self.model, nn.Module):
-            self.model.eval()
+            try:
+                self.model.eval()
+            except NotImplementedError:
+                pass  # torch.export modules refuse eval(); they keep the mode they were exported in
             for p in self.model.parameters():
                 p.requires_grad_(False)
         self.layout = "nhwc" if config.layout == "nhwc" else "nchw"
         self.declared_shape: tuple[int, int, int] | None = None
         if example_shape is not None and len(example_shape) == 4:
             c, h, w = example_shape[1:] if self.layout == "nchw" else (example_shape[3], *example_shape[1:3])
-            self.declared_shape = (int(c), int(h), int(w))
+            if None not in (c, h, w):
+                self.declared_shape = (int(c), int(h), int(w))
+        # A torch.export program exported with a fixed batch size runs in chunks of that size.
+        self.fixed_batch = int(example_shape[0]) if example_shape is not None and example_shape[0] else None
 
     def _preprocessing(self) -> Preprocessing:
         c = self.config
@@ -152,9 +178,14 @@ class TorchModelHandle:
 
     def bind(self, sample_shape: tuple[int, int, int], probe_x01: torch.Tensor) -> ModelAdapter:
         pre = self._preprocessing()
+        model_input = pre.apply(probe_x01.to(self.device))
+        if self.fixed_batch is not None:
+            self.model = fixed_batch_module(self.model, self.fixed_batch)  # type: ignore[arg-type]
+            if hasattr(self.model, "probe"):
+                self.model.probe(model_input)
         try:
             with torch.inference_mode():
-                raw = self.model(pre.apply(probe_x01))
+                raw = self.model(model_input)
         except Exception as exc:  # noqa: BLE001
             raise InputError(
                 f"{self.path}: the model fails on data of shape {'x'.join(map(str, sample_shape))} "
@@ -174,7 +205,7 @@ class TorchModelHandle:
             sample_shape=sample_shape,
             num_classes=int(raw.shape[1]),
             preprocessing=pre,
-            output_kind=kind,  # type: ignore[arg-type]
+            output_kind=kind,
             device=self.device,
             capabilities=Capabilities(backend="torch", gradients=True),
             torch_model=self.model,

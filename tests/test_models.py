@@ -1,0 +1,249 @@
+"""Every model format robaudit loads, checked against the PyTorch model it came from."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from robaudit.config import AuditConfig
+from robaudit.errors import InputError, UsageError
+from robaudit.models import load_model
+from robaudit.models.onnx_model import strip_final_softmax, topological_sort
+from robaudit.models.ort_install import mixed_install_message, repair_command
+from tests.conftest import REPO, same_upper_model, small_cnn, unconvertible_model
+
+CPU = torch.device("cpu")
+
+
+def bind(path: Path, probe: torch.Tensor, **kwargs: object):
+    handle = load_model(AuditConfig(model=path, **kwargs), CPU)
+    return handle, handle.bind(tuple(probe.shape[1:]), probe)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["legacy", "dynamo", "dynamo_fixed1", "unsorted", "torchscript", "pt2"])
+def test_every_format_reproduces_the_source_model(
+    exports: dict[str, Path], holdout_x: torch.Tensor, name: str
+) -> None:
+    reference = small_cnn()(holdout_x)
+    _, adapter = bind(exports[name], holdout_x)
+    assert adapter.num_classes == 10
+    assert adapter.capabilities.gradients
+    torch.testing.assert_close(adapter.predict_logits(holdout_x), reference, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), reference, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["legacy", "dynamo", "dynamo_fixed1", "unsorted"])
+def test_onnx_conversion_parity_is_measured_and_small(
+    exports: dict[str, Path], holdout_x: torch.Tensor, name: str
+) -> None:
+    _, adapter = bind(exports[name], holdout_x)
+    caps = adapter.capabilities
+    assert caps.backend == "onnx" and caps.converter in {"onnx2pytorch", "onnx2torch"}
+    assert caps.parity_max_abs_diff is not None and 0 <= caps.parity_max_abs_diff < 1e-4
+    assert caps.runtime_provider == "CPUExecutionProvider"
+
+
+def test_dynamo_export_uses_reshape_with_allowzero(exports: dict[str, Path]) -> None:
+    proto = onnx.load(str(exports["dynamo"]))
+    assert proto.opset_import[0].version >= 18
+    reshapes = [n for n in proto.graph.node if n.op_type == "Reshape"]
+    assert reshapes and any(a.name == "allowzero" and a.i == 1 for n in reshapes for a in n.attribute)
+
+
+def test_fixed_batch_one_model_runs_any_batch(exports: dict[str, Path], holdout_x: torch.Tensor) -> None:
+    proto = onnx.load(str(exports["dynamo_fixed1"]))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    _, adapter = bind(exports["dynamo_fixed1"], holdout_x[:5])
+    x = holdout_x[:7].clone().requires_grad_(True)
+    logits = adapter.logits(x)
+    assert logits.shape == (7, 10)
+    (grad,) = torch.autograd.grad(logits[:, 0].sum(), x)
+    assert grad.abs().sum() > 0
+    torch.testing.assert_close(
+        adapter.predict_logits(holdout_x[:7]), small_cnn()(holdout_x[:7]), atol=1e-4, rtol=1e-4
+    )
+
+
+def test_nhwc_softmax_model_is_inferred_and_attacked_through_logits(
+    exports: dict[str, Path], holdout_x: torch.Tensor
+) -> None:
+    handle, adapter = bind(exports["nhwc_softmax"], holdout_x)
+    assert handle.declared_shape == (1, 28, 28)
+    assert adapter.preprocessing.layout == "nhwc"
+    # The final Softmax was removed: logits equal the source model's logits, not probabilities.
+    torch.testing.assert_close(
+        adapter.logits(holdout_x).detach(), small_cnn()(holdout_x), atol=1e-4, rtol=1e-4
+    )
+    assert any("Softmax" in n for n in handle.notes)
+
+
+def test_nhwc_layout_can_be_given(exports: dict[str, Path], holdout_x: torch.Tensor) -> None:
+    handle, adapter = bind(exports["nhwc_softmax"], holdout_x, layout="nhwc")
+    assert adapter.preprocessing.layout == "nhwc"
+
+
+def test_strip_final_softmax_only_touches_a_final_softmax(exports: dict[str, Path]) -> None:
+    proto = onnx.load(str(exports["nhwc_softmax"]))
+    assert strip_final_softmax(proto)
+    assert proto.graph.node[-1].op_type != "Softmax"
+    assert not strip_final_softmax(onnx.load(str(exports["legacy"])))
+
+
+def test_topological_sort_orders_unsorted_nodes(exports: dict[str, Path]) -> None:
+    proto = onnx.load(str(exports["unsorted"]))
+    with pytest.raises(onnx.checker.ValidationError):
+        onnx.checker.check_model(proto)
+    assert topological_sort(proto.graph)
+    onnx.checker.check_model(proto)
+    assert not topological_sort(proto.graph)
+
+
+def test_unsorted_model_gets_a_note_not_a_crash(exports: dict[str, Path], holdout_x: torch.Tensor) -> None:
+    handle, adapter = bind(exports["unsorted"], holdout_x)
+    assert any("topological" in n for n in handle.notes)
+    assert adapter.capabilities.gradients
+
+
+def test_same_upper_padding_converts(tmp_path: Path, holdout_x: torch.Tensor) -> None:
+    path = same_upper_model(tmp_path / "same_upper.onnx")
+    _, adapter = bind(path, holdout_x)
+    assert adapter.capabilities.gradients
+    assert (
+        adapter.capabilities.parity_max_abs_diff is not None
+        and adapter.capabilities.parity_max_abs_diff < 1e-4
+    )
+
+
+def test_unconvertible_graph_says_so_plainly(tmp_path: Path) -> None:
+    path = unconvertible_model(tmp_path / "det.onnx")
+    probe = torch.rand(4, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    _, adapter = bind(path, probe)
+    assert not adapter.capabilities.gradients
+    assert "could not be converted" in (adapter.capabilities.gradient_note or "")
+    assert "QuickGelu" in (adapter.capabilities.gradient_note or "")
+    flat = probe.flatten(1)
+    torch.testing.assert_close(
+        adapter.predict_logits(probe), flat * torch.sigmoid(1.702 * flat), atol=1e-5, rtol=1e-4
+    )
+
+
+def test_state_dict_needs_arch_and_loads_with_it(exports: dict[str, Path], holdout_x: torch.Tensor) -> None:
+    with pytest.raises(UsageError, match="--arch"):
+        load_model(AuditConfig(model=exports["state_dict"]), CPU)
+    _, adapter = bind(exports["state_dict"], holdout_x, arch="tests.conftest:SmallCNN")
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), small_cnn()(holdout_x))
+
+
+def test_state_dict_with_wrong_arch_is_an_input_error(exports: dict[str, Path]) -> None:
+    with pytest.raises(InputError, match="do not fit"):
+        load_model(
+            AuditConfig(
+                model=exports["state_dict"], arch="tests.conftest:SmallCNN", arch_kwargs={"num_classes": 3}
+            ),
+            CPU,
+        )
+
+
+def test_pickled_module_refused_without_trust(exports: dict[str, Path], holdout_x: torch.Tensor) -> None:
+    with pytest.raises(InputError, match="arbitrary code") as info:
+        load_model(AuditConfig(model=exports["pickled"]), CPU)
+    assert "--trust-model" in str(info.value) and "torch.jit.save" in str(info.value)
+    _, adapter = bind(exports["pickled"], holdout_x, trust_model=True)
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), small_cnn()(holdout_x))
+
+
+def test_every_torch_load_sets_weights_only() -> None:
+    calls = []
+    for path in (REPO / "robaudit").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
+                calls.append((path.name, {k.arg for k in node.keywords}))
+    assert calls, "expected torch.load calls in the loader"
+    assert all("weights_only" in kws for _, kws in calls), calls
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", b"\x08\x01\x12\x00garbage\xff\xff"])
+def test_corrupt_onnx_is_an_input_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="broken.onnx"):
+        load_model(AuditConfig(model=path), CPU)
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pt2", ".pth"])
+def test_corrupt_torch_file_is_an_input_error(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"broken{suffix}"
+    path.write_bytes(b"PK\x03\x04 truncated zip")
+    with pytest.raises(InputError, match=f"broken{suffix}"):
+        load_model(AuditConfig(model=path), CPU)
+
+
+def test_probability_output_is_detected_and_logged(tmp_path: Path, holdout_x: torch.Tensor) -> None:
+    class Probs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = small_cnn()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(self.inner(x), 1)
+
+    path = tmp_path / "probs.pt"
+    torch.jit.save(torch.jit.trace(Probs().eval(), holdout_x[:2]), str(path))
+    handle, adapter = bind(path, holdout_x)
+    assert adapter.output_kind == "probabilities"
+    # log-probabilities differ from the logits by a per-row constant, so their softmax is the model's.
+    torch.testing.assert_close(
+        torch.softmax(adapter.logits(holdout_x), 1),
+        torch.softmax(small_cnn()(holdout_x), 1),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    assert any("probabilities" in n for n in handle.notes)
+
+
+def test_input_range_and_normalisation_are_applied_before_the_model(
+    tmp_path: Path, holdout_x: torch.Tensor
+) -> None:
+    mean, std = 0.1307 * 255, 0.3081 * 255
+
+    class Expects255(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = small_cnn()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x * std + mean)  # undo robaudit's normalisation to recover 0..255 pixels / 255
+
+    path = tmp_path / "n.pt"
+    torch.jit.save(torch.jit.trace(Expects255().eval(), holdout_x[:2]), str(path))
+    _, adapter = bind(path, holdout_x, input_range=(0.0, 255.0), mean=(mean,), std=(std,))
+    torch.testing.assert_close(
+        adapter.logits(holdout_x).detach(), small_cnn()(holdout_x * 255), atol=1e-3, rtol=1e-4
+    )
+
+
+def test_mixed_onnxruntime_install_is_detected() -> None:
+    found = ["onnxruntime==1.20.0", "onnxruntime-gpu==1.20.0"]
+    message = mixed_install_message(found)
+    assert message is not None and "pip uninstall -y onnxruntime onnxruntime-gpu" in message
+    assert mixed_install_message(["onnxruntime-gpu==1.20.0"]) is None
+    assert repair_command(["onnxruntime==1.2"]).endswith("pip install onnxruntime")
+
+
+def test_torch_model_mode_and_weights_are_frozen(exports: dict[str, Path]) -> None:
+    handle = load_model(AuditConfig(model=exports["pickled"], trust_model=True), CPU)
+    model = handle.model  # type: ignore[attr-defined]
+    assert not model.training
+    assert not any(p.requires_grad for p in model.parameters())
+    assert np.isfinite(float(next(model.parameters()).sum()))
