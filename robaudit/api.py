@@ -171,11 +171,7 @@ def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> Audi
     timings["total_seconds"] = round(time.perf_counter() - total_start, 4)
     caps = adapter.capabilities
     model_path = Path(config.model)
-    subset = (
-        "all"
-        if config.limit is None or len(indices) == len(dataset)
-        else (f"seeded stratified subset of {len(indices)} (seed {config.seed})")
-    )
+    subset = "all" if len(indices) == len(dataset) else f"seeded stratified subset, seed {config.seed}"
     return AuditResult(
         schema_version=SCHEMA_VERSION,
         robaudit_version=__version__,

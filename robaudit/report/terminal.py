@@ -40,17 +40,21 @@ class RichProgress:
             console=console,
             transient=False,
         )
+        self._started = False
 
     def __enter__(self) -> RichProgress:
-        self._progress.start()
-        return self
+        return self  # the display starts with the first task, so errors while loading print no bar
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     def add_task(self, description: str, total: int) -> int:
+        if not self._started:
+            self._progress.start()
+            self._started = True
         return int(self._progress.add_task(description, total=total))
 
     def advance(self, task: int, n: int) -> None:

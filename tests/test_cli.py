@@ -1,0 +1,414 @@
+"""The command line end to end through typer's CliRunner: outputs, JSON report, exit codes, one-line errors.
+
+No mocks: every test runs the real ``robaudit scan`` on the shipped sample models or on tiny exported
+models and data written here. CliRunner's output is not a terminal, as in a CI log.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from robaudit.cli import app
+from tests.conftest import HOLDOUT, REPO, SAMPLES, unconvertible_model
+
+MNIST_CNN = SAMPLES / "mnist_cnn.onnx"
+BOX = "│┃║"  # Rich table/panel borders that split wrapped text across lines
+
+runner = CliRunner()
+
+
+def scan(*args: object, env: dict[str, str | None] | None = None) -> Any:
+    return runner.invoke(app, ["scan", *(str(a) for a in args)], env=env)
+
+
+def stderr_of(result: Any) -> str:
+    try:
+        return result.stderr
+    except ValueError:  # older click: stderr mixed into output
+        return result.output
+
+
+def flat(text: str) -> str:
+    """Join Rich's wrapped lines: drop box borders and collapse whitespace."""
+    for ch in BOX:
+        text = text.replace(ch, " ")
+    return " ".join(text.split())
+
+
+def assert_ok(result: Any) -> None:
+    assert result.exit_code == 0, f"exit {result.exit_code}: {result.output}"
+
+
+def assert_one_error_line(result: Any, code: int) -> str:
+    """Exit ``code``, one non-blank line of output in all (stdout and stderr) and it is the error line."""
+    assert result.exit_code == code, f"exit {result.exit_code}, wanted {code}: {result.output}"
+    assert "Traceback" not in result.output
+    for text in (result.output, stderr_of(result)):
+        lines = [line for line in text.splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("robaudit: error: "), lines
+    return [line for line in result.output.splitlines() if line.strip()][0]
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def is_number(value: object, kind: type) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def row_numbers(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in report["rows"]]
+
+
+# --- 1. end to end on the shipped sample model ---------------------------------------------------------
+
+
+def test_end_to_end_sample_model_text_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    result = scan(MNIST_CNN, "--data", HOLDOUT, "--limit", 300, "--eps", "0.1", "--eps", "0.2", "--json", out)
+    assert_ok(result)
+    text = flat(result.stdout)
+    assert "clean accuracy" in text
+    assert " 0.1 " in text and " 0.2 " in text
+    assert "upper bound" in text
+    assert f"wrote {out}" in text
+
+    raw = out.read_text(encoding="utf-8")
+    report = json.loads(raw)
+    assert next(iter(report)) == "schema_version"
+    assert raw.lstrip().startswith('{\n  "schema_version"')
+    assert isinstance(report["schema_version"], str)
+
+    assert is_number(report["clean_accuracy"], float) and 0.9 <= report["clean_accuracy"] <= 1.0
+    assert is_number(report["n_clean_correct"], int)
+    assert is_number(report["mean_confidence_clean"], float)
+    assert is_number(report["data"]["n_evaluated"], int) and report["data"]["n_evaluated"] == 300
+    assert report["n_clean_correct"] == round(report["clean_accuracy"] * 300)
+    assert all(is_number(e, float) for e in report["settings"]["eps"])
+
+    rows = report["rows"]
+    assert [r["eps"] for r in rows] == [0.1, 0.2]
+    for row in rows:
+        for key in (
+            "eps",
+            "robust_accuracy",
+            "robust_error",
+            "attack_success_rate",
+            "mean_confidence_adversarial_errors",
+            "seconds",
+        ):
+            assert is_number(row[key], float), (key, row[key])
+        for key in ("n_samples", "n_clean_correct", "n_robust", "n_fooled_converted"):
+            assert is_number(row[key], int), (key, row[key])
+        assert row["n_samples"] == 300
+        assert row["robust_accuracy"] <= report["clean_accuracy"]
+        assert row["robust_accuracy"] == pytest.approx(row["n_robust"] / 300)
+        assert row["robust_error"] == pytest.approx(1 - row["robust_accuracy"], abs=1e-12)
+        assert row["n_fooled_converted"] == row["n_clean_correct"] - row["n_robust"]
+        assert f"fooled {row['n_fooled_converted']} on the converted graph" in text
+    by_eps = {r["eps"]: r for r in rows}
+    assert by_eps[0.2]["robust_accuracy"] <= by_eps[0.1]["robust_accuracy"]
+    assert by_eps[0.2]["robust_accuracy"] < report["clean_accuracy"]  # the attack fools something
+
+    model = report["model"]
+    assert model["backend"] == "onnx" and model["converter"] in {"onnx2pytorch", "onnx2torch"}
+    assert is_number(model["parity_max_abs_diff"], float) and 0 <= model["parity_max_abs_diff"] < 1e-4
+    assert "upper bound" in report["caveat"]
+
+
+# --- 2. the sample models meet their claims on the 2,000 holdout images -------------------------------
+
+
+def holdout_report(tmp_path: Path, model: Path, *extra: object) -> dict[str, Any]:
+    out = tmp_path / f"{model.stem}.json"
+    result = scan(model, "--data", HOLDOUT, "--eps", "0.1", "--json", out, *extra)
+    assert_ok(result)
+    report = load_json(out)
+    assert report["data"]["n_evaluated"] == 2000 and report["data"]["subset"] == "all"
+    assert [r["eps"] for r in report["rows"]] == [0.1]
+    return report
+
+
+def headline(report: dict[str, Any]) -> tuple[float, int, float, int]:
+    row = report["rows"][0]
+    return report["clean_accuracy"], report["n_clean_correct"], row["robust_accuracy"], row["n_robust"]
+
+
+@pytest.fixture(scope="module")
+def cnn_holdout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return holdout_report(tmp_path_factory.mktemp("cnn"), MNIST_CNN)
+
+
+def test_sample_cnn_clean_accuracy(cnn_holdout: dict[str, Any]) -> None:
+    assert cnn_holdout["clean_accuracy"] >= 0.97
+    assert cnn_holdout["rows"][0]["robust_accuracy"] < cnn_holdout["clean_accuracy"]
+
+
+def test_adversarially_trained_sample_is_more_robust(tmp_path: Path, cnn_holdout: dict[str, Any]) -> None:
+    adv = holdout_report(tmp_path, SAMPLES / "mnist_cnn_adv.onnx")
+    assert adv["clean_accuracy"] >= 0.97
+    assert adv["rows"][0]["robust_accuracy"] > cnn_holdout["rows"][0]["robust_accuracy"]
+
+
+def test_nhwc_softmax_sample_matches_cnn(tmp_path: Path, cnn_holdout: dict[str, Any]) -> None:
+    report = holdout_report(tmp_path, SAMPLES / "mnist_nhwc_softmax.onnx")
+    assert report["model"]["layout"] == "nhwc"
+    assert report["model"]["output_kind"] == "logits"  # the final Softmax was stripped for the attack
+    assert headline(report) == headline(cnn_holdout)
+
+
+def test_torchscript_sample_matches_onnx(tmp_path: Path, cnn_holdout: dict[str, Any]) -> None:
+    report = holdout_report(tmp_path, SAMPLES / "mnist_cnn.pt")
+    assert report["model"]["backend"] == "torch"
+    assert headline(report) == headline(cnn_holdout)
+
+
+def test_state_dict_sample_with_arch_matches_onnx(
+    tmp_path: Path, cnn_holdout: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    report = holdout_report(
+        tmp_path, Path("sample_models/mnist_cnn_state.pt"), "--arch", "sample_models.lenet:LeNet"
+    )
+    assert report["model"]["backend"] == "torch"
+    assert headline(report) == headline(cnn_holdout)
+
+
+# --- 3. default data ------------------------------------------------------------------------------------
+
+
+def test_no_data_uses_bundled_mnist_and_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+    result = scan(MNIST_CNN, "--limit", 100, "--json", out)
+    assert_ok(result)
+    text = flat(result.stdout)
+    assert "no --data given" in text and "bundled MNIST" in text
+    report = load_json(out)
+    assert report["data"]["n_total"] == 10000 and report["data"]["n_evaluated"] == 100
+    assert any("bundled MNIST" in note for note in report["notes"])
+
+
+def test_no_data_for_non_mnist_shape_is_a_usage_error(tmp_path: Path) -> None:
+    model = unconvertible_model(tmp_path / "m.onnx")
+    out = tmp_path / "out.json"
+    line = assert_one_error_line(scan(model, "--json", out), 2)
+    assert "--data" in line and "1x4x4" in line
+    assert not out.exists()
+
+
+# --- 4. bad input: exit 3, one line naming the file, nothing written ------------------------------------
+
+
+def _npz(path: Path, x: np.ndarray, y: np.ndarray) -> Path:
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def _small(small_npz: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(small_npz) as npz:
+        return npz["x"], npz["y"]
+
+
+def _bad_input_case(
+    name: str, tmp_path: Path, small_npz: Path, exports: dict[str, Path]
+) -> tuple[list[object], Path, list[str]]:
+    """(scan arguments, the file the message must name, words it must contain)."""
+    x, y = _small(small_npz)
+    if name == "corrupt_model":
+        model = tmp_path / "corrupt.onnx"
+        model.write_bytes(b"\x08\xff\xfe garbage, not a protobuf \x00" * 20)
+        return [model, "--data", small_npz], model, ["ONNX"]
+    if name == "missing_model":
+        model = tmp_path / "absent.onnx"
+        return [model, "--data", small_npz], model, ["no such"]
+    if name == "shape_mismatch":
+        data = _npz(tmp_path / "rgb.npz", np.zeros((8, 3, 32, 32), np.uint8), np.arange(8) % 10)
+        return [MNIST_CNN, "--data", data], data, ["3x32x32", "1x28x28"]
+    if name == "label_outside_classes":
+        y = y.copy()
+        y[5] = 12
+        data = _npz(tmp_path / "y12.npz", x, y)
+        return [MNIST_CNN, "--data", data], data, ["12"]
+    if name == "nan_pixels":
+        xf = x.astype(np.float32) / 255
+        xf[7, 10, 10] = np.nan
+        data = _npz(tmp_path / "nan.npz", xf, y)
+        return [MNIST_CNN, "--data", data], data, ["NaN"]
+    if name == "pixels_outside_range":
+        data = _npz(tmp_path / "f255.npz", x.astype(np.float32), y)
+        return [MNIST_CNN, "--data", data], data, ["--input-range"]
+    if name == "pickled_without_trust":
+        return [exports["pickled"], "--data", small_npz], exports["pickled"], ["--trust-model"]
+    if name == "unconvertible_fgsm_only":
+        model = unconvertible_model(tmp_path / "quickgelu.onnx")
+        rng = np.random.default_rng(0)
+        data = _npz(tmp_path / "four.npz", rng.random((16, 1, 4, 4)).astype(np.float32), np.arange(16))
+        return [model, "--data", data, "--attack", "fgsm"], model, ["could not be converted"]
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "corrupt_model",
+        "missing_model",
+        "shape_mismatch",
+        "label_outside_classes",
+        "nan_pixels",
+        "pixels_outside_range",
+        "pickled_without_trust",
+        "unconvertible_fgsm_only",
+    ],
+)
+def test_bad_input_exits_3_with_one_line(
+    name: str, tmp_path: Path, small_npz: Path, exports: dict[str, Path]
+) -> None:
+    args, culprit, words = _bad_input_case(name, tmp_path, small_npz, exports)
+    out = tmp_path / "report" / "out.json"
+    line = assert_one_error_line(scan(*args, "--json", out), 3)
+    assert str(culprit) in line
+    for word in words:
+        assert word in line, (word, line)
+    assert not out.exists()
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # no half-written temp file either
+
+
+# --- 5. float64 data --------------------------------------------------------------------------------------
+
+
+def test_float64_data_runs_with_a_note(tmp_path: Path, small_npz: Path) -> None:
+    x, y = _small(small_npz)
+    data = _npz(tmp_path / "f64.npz", x.astype(np.float64) / 255.0, y)
+    out64, out8 = tmp_path / "f64.json", tmp_path / "u8.json"
+    result = scan(MNIST_CNN, "--data", data, "--json", out64)
+    assert_ok(result)
+    text = flat(result.stdout)
+    assert "float64" in text and "float32" in text
+    report = load_json(out64)
+    assert any("float64" in note and "float32" in note for note in report["notes"])
+    assert_ok(scan(MNIST_CNN, "--data", small_npz, "--json", out8))
+    assert report["clean_accuracy"] == load_json(out8)["clean_accuracy"]
+
+
+# --- 6. usage errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--eps", "abc"], ["--eps", "abc"]),
+        (["--eps", "2"], ["--eps", "[0, 1]", "8/255"]),
+        (["--eps", "8/0"], ["--eps", "8/0"]),
+        (["--attack", "nosuch"], ["--attack", "nosuch"]),
+        (["--input-range", "1,0"], ["--input-range"]),
+        (["--npz-keys", "x"], ["--npz-keys"]),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(
+    args: list[str], words: list[str], tmp_path: Path, small_npz: Path
+) -> None:
+    out = tmp_path / "out.json"
+    line = assert_one_error_line(scan(MNIST_CNN, "--data", small_npz, *args, "--json", out), 2)
+    for word in words:
+        assert word in line, (word, line)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only message")
+def test_device_cuda_without_cuda_is_a_usage_error(tmp_path: Path, small_npz: Path) -> None:
+    out = tmp_path / "out.json"
+    line = assert_one_error_line(scan(MNIST_CNN, "--data", small_npz, "--device", "cuda", "--json", out), 2)
+    assert "--device" in line and "cuda" in line
+    assert not out.exists()
+
+
+def test_state_dict_without_arch_is_a_usage_error(
+    tmp_path: Path, small_npz: Path, exports: dict[str, Path]
+) -> None:
+    out = tmp_path / "out.json"
+    line = assert_one_error_line(scan(exports["state_dict"], "--data", small_npz, "--json", out), 2)
+    assert str(exports["state_dict"]) in line and "--arch" in line
+    assert not out.exists()
+
+
+# --- 7. eps as a fraction ---------------------------------------------------------------------------------
+
+
+def test_eps_fraction_is_parsed(tmp_path: Path, small_npz: Path) -> None:
+    out = tmp_path / "out.json"
+    assert_ok(scan(MNIST_CNN, "--data", small_npz, "--eps", "8/255", "--json", out))
+    report = load_json(out)
+    assert report["settings"]["eps"] == [pytest.approx(8 / 255, abs=1e-15)]
+    assert report["rows"][0]["eps"] == pytest.approx(0.03137254901960784, abs=1e-15)
+
+
+# --- 8. piped output ----------------------------------------------------------------------------------------
+
+
+def test_piped_output_has_no_ansi_codes(small_npz: Path) -> None:
+    result = scan(
+        MNIST_CNN,
+        "--data",
+        small_npz,
+        env={"FORCE_COLOR": None, "TTY_COMPATIBLE": None, "TTY_INTERACTIVE": None, "TERM": "xterm-256color"},
+    )
+    assert_ok(result)
+    assert "clean accuracy" in result.output
+    assert "\x1b[" not in result.output
+    assert "\x1b[" not in result.stdout and "\x1b[" not in stderr_of(result)
+
+
+# --- 9. --limit and --seed --------------------------------------------------------------------------------
+
+
+def test_limit_is_a_stratified_subset_and_seed_repeats(tmp_path: Path) -> None:
+    reports = []
+    for i in range(2):
+        out = tmp_path / f"run{i}.json"
+        result = scan(MNIST_CNN, "--data", HOLDOUT, "--limit", 200, "--seed", 7, "--json", out)
+        assert_ok(result)
+        assert "stratified" in flat(result.stdout)
+        reports.append(load_json(out))
+    first, second = reports
+    assert first["data"]["n_evaluated"] == 200 and first["data"]["n_total"] == 2000
+    assert "stratified" in first["data"]["subset"] and "seed 7" in first["data"]["subset"]
+    assert all(row["n_samples"] == 200 for row in first["rows"])
+    assert row_numbers(first) == row_numbers(second)
+    assert first["clean_accuracy"] == second["clean_accuracy"]
+    assert not math.isnan(first["rows"][0]["robust_accuracy"])
+
+
+# --- 10. help -------------------------------------------------------------------------------------------------
+
+
+def test_root_help_lists_exit_codes() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert_ok(result)
+    text = flat(result.output)
+    assert "Exit codes" in text
+    for phrase in (
+        "0 passed",
+        "1 gate failed",
+        "2 usage",
+        "3 unreadable",
+        "5 out of resources",
+        "70 internal error",
+    ):
+        assert phrase in text, phrase
+
+
+def test_scan_help_explains_eps_scale() -> None:
+    result = runner.invoke(app, ["scan", "--help"])
+    assert_ok(result)
+    text = flat(result.output)
+    assert "--eps" in text and "[0, 1] scale" in text and "8/255" in text
