@@ -49,6 +49,15 @@ def _environment(device: torch.device) -> dict[str, str]:
     return env
 
 
+def attack_settings(config: AuditConfig) -> dict[str, object]:
+    return {
+        "steps": config.steps,
+        "restarts": config.restarts,
+        "rel_step_size": config.rel_step_size,
+        "loss": config.loss,
+    }
+
+
 def _choose_data(config: AuditConfig, declared: tuple[int, int, int] | None, accepts_mnist: bool) -> str:
     if config.data is not None:
         return config.data
@@ -102,7 +111,7 @@ def prepare(config: AuditConfig) -> tuple[ModelAdapter, Dataset, np.ndarray, lis
     timings: dict[str, float] = {}
     start = time.perf_counter()
     device = resolve_device(config.device)
-    attacks = [build_attack(name) for name in config.attacks]
+    attacks = [build_attack(name, attack_settings(config)) for name in config.attacks]
     handle = load_model(config, device)
     declared = handle.declared_shape
     accepts_mnist = declared is None and config.data is None and handle.accepts(MNIST_SHAPE)
@@ -147,7 +156,7 @@ def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> Audi
     """Load, attack, verify and summarise. Raises a RobauditError subclass for anything the user can fix."""
     total_start = time.perf_counter()
     adapter, dataset, indices, notes, timings = prepare(config)
-    attacks = [build_attack(name) for name in config.attacks]
+    attacks = [build_attack(name, attack_settings(config)) for name in config.attacks]
     if not adapter.capabilities.gradients:
         attacks = [a for a in attacks if not a.needs_gradients]
     for note in notes:
@@ -201,6 +210,7 @@ def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> Audi
         ),
         settings={
             "attacks": [a.name for a in attacks],
+            "pgd": attack_settings(config) if any(a.name == "pgd" for a in attacks) else None,
             "norm": config.norm,
             "eps": list(config.eps),
             "eps_scale": "[0, 1] (the data's pixel range mapped to [0, 1])",

@@ -103,6 +103,14 @@ def scan(
         list[str] | None, typer.Option(help="Attack to run, repeatable. Default: fgsm.")
     ] = None,
     norm: Annotated[str, typer.Option(help="Threat model norm: linf, l2 or l1.")] = "linf",
+    steps: Annotated[int, typer.Option(help="PGD iterations.")] = 40,
+    restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 1,
+    rel_step_size: Annotated[
+        float, typer.Option(help="PGD step size as a multiple of eps/steps (Madry et al.: 2.5).")
+    ] = 2.5,
+    loss: Annotated[
+        str, typer.Option(help="PGD loss: ce (cross-entropy) or dlr (Croce & Hein 2020).")
+    ] = "ce",
     eps: Annotated[list[str] | None, typer.Option(help=EPS_HELP)] = None,
     input_range: Annotated[
         str,
@@ -171,6 +179,10 @@ def scan(
                     limit=limit,
                     attacks=tuple(attack or ("fgsm",)),
                     norm=norm,
+                    steps=steps,
+                    restarts=restarts,
+                    rel_step_size=rel_step_size,
+                    loss=loss,
                     eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
                     input_range=_pair(input_range, "--input-range"),
                     mean=_floats(mean, "--mean"),

@@ -70,6 +70,11 @@ class AuditConfig(BaseModel):
     attacks: tuple[str, ...] = ("fgsm",)
     norm: Norm = "linf"
     eps: tuple[float, ...] = (0.1,)
+    # PGD settings (Madry et al. 2018 defaults: step = 2.5 * eps / steps).
+    steps: int = Field(default=40, gt=0)
+    restarts: int = Field(default=1, gt=0)
+    rel_step_size: float = Field(default=2.5, gt=0)
+    loss: Literal["ce", "dlr"] = "ce"
 
     device: str = "auto"
     batch_size: int = Field(default=256, gt=0)

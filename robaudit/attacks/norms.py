@@ -85,3 +85,52 @@ def project_l1(d: torch.Tensor, eps: float) -> torch.Tensor:
 def clip_to_bounds(x_adv: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
     """Clipping moves each coordinate towards x (which lies inside the bounds), so it never leaves the ball."""
     return x_adv.clamp(lo, hi)
+
+
+def random_start(
+    shape: tuple[int, ...], eps: float, norm: str, seeds: list[int], device: torch.device
+) -> torch.Tensor:
+    """A perturbation drawn uniformly from each sample's eps-ball, from that sample's own seed.
+
+    One generator per sample keeps the draw independent of batch size, order and device split.
+    L∞: uniform cube. L2: Gaussian direction, radius eps * U^(1/d). L1: d + 1 exponentials
+    normalised (a uniform point of the simplex) with random signs.
+    """
+    per_sample = shape[1:]
+    d = 1
+    for s in per_sample:
+        d *= s
+    out = torch.empty((len(seeds), d), dtype=torch.float32)
+    for i, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(int(seed))
+        if norm == "linf":
+            out[i] = (torch.rand(d, generator=g) * 2 - 1) * eps
+        elif norm == "l2":
+            v = torch.randn(d, generator=g)
+            radius = eps * float(torch.rand(1, generator=g)) ** (1.0 / d)
+            out[i] = v / v.norm().clamp_min(1e-12) * radius
+        elif norm == "l1":
+            e = -torch.log(torch.rand(d + 1, generator=g).clamp_min(1e-12))
+            signs = torch.randint(0, 2, (d,), generator=g) * 2 - 1
+            out[i] = signs * e[:d] / e.sum() * eps
+        else:
+            raise ValueError(f"unknown norm {norm!r}")
+    return out.view(len(seeds), *per_sample).to(device)
+
+
+def sparse_l1_direction(grad: torch.Tensor, x_adv: torch.Tensor, fraction: float) -> torch.Tensor:
+    """L1 steepest ascent for PGD: the top ``fraction`` of coordinates by |grad|, with sign, L1 norm 1.
+
+    The plain sign step is an L∞ direction and wastes an L1 budget; one coordinate per step (exact for
+    one step) stalls at the bounds. Coordinates that already sit on the bound they would push past are
+    skipped (SLIDE, Tramèr & Boneh 2019; APGD-L1's masking, Croce & Hein 2021).
+    """
+    g = flat(grad)
+    xa = flat(x_adv)
+    blocked = ((xa <= 0) & (g < 0)) | ((xa >= 1) & (g > 0))
+    score = g.abs().masked_fill(blocked, -1.0)
+    k = max(1, int(round(fraction * g.shape[1])))
+    top = score.topk(k, dim=1).indices
+    out = torch.zeros_like(g)
+    out.scatter_(1, top, g.gather(1, top).sign() / k)
+    return out.view_as(grad)

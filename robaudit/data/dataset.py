@@ -234,6 +234,10 @@ def _open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] 
     notes: list[str] = []
     if isinstance(x, np.memmap):
         notes.append(f"{path}: {xkey} is memory-mapped")
+    else:
+        notes.append(
+            f"{path}: {xkey} is compressed, so it was loaded into memory; save with numpy.savez to memory-map it"
+        )
     return _from_arrays(str(path), xkey, ykey, x, y, expected, _sha256_files([path]), notes)
 
 

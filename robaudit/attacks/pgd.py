@@ -1,0 +1,106 @@
+"""PGD (Madry et al. 2018) in L∞, L2 and L1, with random start, restarts and CE or DLR loss.
+
+Threat model: untargeted, white box; x on [0, 1], shape (N, C, H, W). Each sample keeps the first
+iterate that fooled the model (the best iterate, not the last), and samples already fooled leave the
+working batch so they stop costing compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+
+from robaudit.attacks.base import LogitsFn
+from robaudit.attacks.norms import (
+    ascent_direction,
+    clip_to_bounds,
+    project,
+    random_start,
+    sparse_l1_direction,
+)
+
+
+def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Difference of logits ratio (Croce & Hein 2020), per sample: shift- and scale-invariant."""
+    sorted_logits, _ = logits.sort(1, descending=True)
+    z_y = logits.gather(1, y[:, None])[:, 0]
+    top = sorted_logits[:, 0]
+    second = sorted_logits[:, 1]
+    z_other = torch.where(top == z_y, second, top)
+    return -(z_y - z_other) / (sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12)
+
+
+@dataclass(frozen=True)
+class PGD:
+    name: ClassVar[str] = "pgd"
+    needs_gradients: ClassVar[bool] = True
+
+    steps: int = 40
+    rel_step_size: float = 2.5  # step = rel_step_size * eps / steps (Madry et al.)
+    restarts: int = 1
+    loss: Literal["ce", "dlr"] = "ce"
+    random_init: bool = True
+    l1_sparsity: float = 0.05  # fraction of coordinates an L1 step moves
+
+    def _loss_and_grad(
+        self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(x)
+            if self.loss == "dlr" and logits.shape[1] >= 3:
+                loss = dlr_loss(logits, y).sum()
+            else:
+                loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x)
+        return logits.detach(), grad
+
+    def __call__(
+        self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, seeds: torch.Tensor
+    ) -> torch.Tensor:
+        if eps == 0 or x.shape[0] == 0:
+            return x.clone()
+        alpha = self.rel_step_size * eps / self.steps
+        best = x.clone()
+        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        seed_list = [int(s) for s in seeds.cpu()]
+        for restart in range(self.restarts):
+            active = torch.nonzero(~fooled).flatten()
+            if active.numel() == 0:
+                break
+            xa, ya = x[active], y[active]
+            if self.random_init:
+                start = random_start(
+                    tuple(xa.shape),
+                    eps,
+                    norm,
+                    [
+                        (seed_list[i] ^ (restart * 0x9E3779B97F4A7C15)) & 0x7FFFFFFFFFFFFFFF
+                        for i in active.tolist()
+                    ],
+                    x.device,
+                )
+                x_adv = clip_to_bounds(xa + start)
+            else:
+                x_adv = xa.clone()
+            for step in range(self.steps + 1):
+                logits, grad = self._loss_and_grad(model, x_adv, ya)
+                hit = logits.argmax(1) != ya
+                if bool(hit.any()):
+                    # Keep the first fooling iterate and drop those samples from the working batch.
+                    best[active[hit]] = x_adv[hit]
+                    fooled[active[hit]] = True
+                    keep = ~hit
+                    active, xa, ya, x_adv, grad = active[keep], xa[keep], ya[keep], x_adv[keep], grad[keep]
+                if active.numel() == 0 or step == self.steps:
+                    break
+                if norm == "l1":
+                    direction = sparse_l1_direction(grad, x_adv, self.l1_sparsity)
+                else:
+                    direction = ascent_direction(grad, norm)
+                x_adv = clip_to_bounds(xa + project(x_adv + alpha * direction - xa, eps, norm)).detach()
+            if restart == self.restarts - 1 and active.numel():
+                best[active] = x_adv  # unbroken samples: return the last iterate of the last restart
+        return best.detach()

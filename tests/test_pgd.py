@@ -1,0 +1,149 @@
+"""PGD: exact answers on a linear model, invariants, the best iterate, and determinism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robaudit.api import run_audit
+from robaudit.attacks.fgsm import FGSM
+from robaudit.attacks.norms import lp_norm, random_start
+from robaudit.attacks.pgd import PGD, dlr_loss
+from robaudit.config import AuditConfig
+from robaudit.data import open_dataset
+from robaudit.models import load_model
+from robaudit.runner import evaluate, sample_seeds, verify
+from tests.conftest import HOLDOUT, SAMPLES, small_cnn
+from tests.test_attacks import exact_robust, linear_problem
+
+
+def seeds_for(n: int, run_seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(sample_seeds(run_seed, np.arange(n)))
+
+
+@pytest.mark.parametrize("eps", [0.02, 0.05, 0.1])
+def test_pgd_linf_on_a_linear_model_finds_every_breakable_sample(eps: float) -> None:
+    model, x, y = linear_problem()
+    x_adv = PGD(steps=20)(model, x, y, eps=eps, norm="linf", seeds=seeds_for(len(x)))
+    verify(x_adv, x, eps, "linf", "pgd")
+    assert torch.equal(model(x_adv).argmax(1) == y, exact_robust(model, x, y, eps, "linf"))
+
+
+@pytest.mark.parametrize("norm", ["l2", "l1"])
+def test_pgd_l2_l1_on_a_linear_model_are_sound_and_strong(norm: str) -> None:
+    model, x, y = linear_problem()
+    eps = 0.3 if norm == "l2" else 0.25
+    x_adv = PGD(steps=50)(model, x, y, eps=eps, norm=norm, seeds=seeds_for(len(x)))
+    verify(x_adv, x, eps, norm, "pgd")
+    robust = model(x_adv).argmax(1) == y
+    exact = exact_robust(model, x, y, eps, norm)
+    assert not bool((exact & ~robust).any())  # never "fools" a provably robust sample
+    breakable = (~exact).sum()
+    assert breakable > 20
+    # Finds at least 95% of the samples that can be broken.
+    assert int((~robust).sum()) >= 0.95 * int(breakable)
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_on_the_sample_model() -> None:
+    base = dict(model=SAMPLES / "mnist_cnn.onnx", data=str(HOLDOUT), limit=300, eps=(0.1,))
+    fgsm = run_audit(AuditConfig(**base, attacks=("fgsm",)))
+    pgd = run_audit(AuditConfig(**base, attacks=("pgd",), steps=20))
+    assert pgd.rows[0].robust_accuracy < fgsm.rows[0].robust_accuracy
+    cascade = run_audit(AuditConfig(**base, attacks=("fgsm", "pgd"), steps=20))
+    worst = cascade.rows[-1]
+    assert worst.attack == "pgd" and worst.robust_accuracy <= min(
+        pgd.rows[0].robust_accuracy, fgsm.rows[0].robust_accuracy
+    )
+    assert cascade.rows[0].robust_accuracy == fgsm.rows[0].robust_accuracy
+
+
+@settings(max_examples=15, deadline=None)
+@given(norm=st.sampled_from(["linf", "l2", "l1"]), eps=st.floats(0.0, 1.0), seed=st.integers(0, 1000))
+def test_pgd_stays_in_the_ball_and_the_bounds(norm: str, eps: float, seed: int) -> None:
+    torch.manual_seed(seed)
+    model = small_cnn(seed)
+    x = torch.rand(6, 1, 28, 28)
+    y = torch.randint(0, 10, (6,))
+    x_adv = PGD(steps=3, restarts=2)(model, x, y, eps=eps, norm=norm, seeds=seeds_for(6, seed))
+    verify(x_adv, x, eps, norm, "pgd")
+    if eps == 0:
+        assert torch.equal(x_adv, x)
+
+
+def test_pgd_keeps_the_first_fooling_iterate_not_the_last() -> None:
+    """A model that is fooled only near x + 0.5*eps in one direction: later steps overshoot into a
+    region where it is right again, so returning the last iterate would lose the adversarial example."""
+
+    class Window(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = x.flatten(1).mean(1) - 0.5
+            fooled = (s > 0.02) & (s < 0.06)
+            # Class-1 score rises with s (a gradient pointing up), but only the window flips the label.
+            z1 = torch.where(fooled, 1.0 + s, s - 1.0)
+            return torch.stack([torch.zeros_like(s), z1], 1)
+
+    x = torch.full((1, 1, 2, 2), 0.5)
+    y = torch.tensor([0])
+    x_adv = PGD(steps=10, rel_step_size=2.5, random_init=False)(
+        Window(), x, y, eps=0.2, norm="linf", seeds=seeds_for(1)
+    )
+    assert Window()(x_adv).argmax(1).item() == 1
+
+
+def test_random_start_is_per_sample_and_inside_the_ball() -> None:
+    for norm in ("linf", "l2", "l1"):
+        a = random_start((4, 1, 5, 5), 0.3, norm, [1, 2, 3, 4], torch.device("cpu"))
+        b = random_start((2, 1, 5, 5), 0.3, norm, [3, 4], torch.device("cpu"))
+        assert torch.equal(a[2:], b)
+        assert torch.all(lp_norm(a, norm) <= 0.3 + 1e-6)
+        assert not torch.equal(a[0], a[1])
+
+
+def test_dlr_loss_is_scale_and_shift_invariant() -> None:
+    z = torch.tensor([[3.0, 1.0, -2.0, 0.5], [0.0, 2.0, 1.0, -1.0]])
+    y = torch.tensor([0, 0])
+    torch.testing.assert_close(dlr_loss(z, y), dlr_loss(z * 7 + 3, y))
+    assert dlr_loss(z, y)[0] < 0 < dlr_loss(z, y)[1]  # negative when correct, positive when wrong
+
+
+def test_pgd_with_dlr_loss_breaks_the_sample_model() -> None:
+    result = run_audit(
+        AuditConfig(
+            model=SAMPLES / "mnist_cnn.onnx",
+            data=str(HOLDOUT),
+            limit=200,
+            eps=(0.15,),
+            attacks=("pgd",),
+            steps=20,
+            loss="dlr",
+        )
+    )
+    assert result.rows[0].robust_accuracy < 0.5 * result.clean_accuracy
+
+
+def test_pgd_results_do_not_depend_on_batch_size(exports: dict[str, Path], small_npz: Path) -> None:
+    config = AuditConfig(model=exports["legacy"], data=str(small_npz))
+    handle = load_model(config, torch.device("cpu"))
+    dataset = open_dataset(str(small_npz), expected_shape=handle.declared_shape)
+    probe = torch.from_numpy(dataset.to_unit(dataset.read(np.arange(8)), (0.0, 1.0)))
+    adapter = handle.bind(dataset.sample_shape, probe)
+    preds = []
+    for batch_size in (5, 64):
+        records = evaluate(
+            adapter,
+            dataset,
+            np.arange(len(dataset)),
+            [FGSM(), PGD(steps=5, restarts=2)],
+            norm="l2",
+            eps_list=(1.0,),
+            batch_size=batch_size,
+            seed=3,
+            input_range=(0.0, 1.0),
+        )
+        preds.append(records.adversarial[("pgd", 1.0)].pred)
+    assert np.array_equal(preds[0], preds[1])
