@@ -81,8 +81,8 @@ class AuditConfig(BaseModel):
     seed: int = 0
 
     # ONNX Runtime vs converted PyTorch graph: max |diff| allowed is atol + rtol * max |reference|.
-    parity_atol: float = 1e-4
-    parity_rtol: float = 1e-3
+    parity_atol: float = Field(default=1e-4, ge=0)
+    parity_rtol: float = Field(default=1e-3, ge=0)
 
     json_path: Path | None = None
 

@@ -248,3 +248,15 @@ def test_torch_model_mode_and_weights_are_frozen(exports: dict[str, Path]) -> No
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
     assert np.isfinite(float(next(model.parameters()).sum()))
+
+
+def test_conversion_disagreeing_with_onnxruntime_stops_the_run(holdout_x: torch.Tensor) -> None:
+    # The sample model's conversion differs from ONNX Runtime by float32 rounding (about 1e-6), which
+    # no zero tolerance admits: the run must stop rather than trust the gradients.
+    path = REPO / "sample_models" / "mnist_cnn.onnx"
+    handle = load_model(AuditConfig(model=path, parity_atol=0.0, parity_rtol=0.0), CPU)
+    with pytest.raises(InputError, match="disagrees with ONNX Runtime") as info:
+        handle.bind((1, 28, 28), holdout_x)
+    assert "mnist_cnn.onnx" in str(info.value) and "--parity-atol" in str(info.value)
+    _, adapter = bind(path, holdout_x)
+    assert 0 < (adapter.capabilities.parity_max_abs_diff or 0) < 1e-4
