@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from robaudit import __version__
-from robaudit.attacks import build_attack
+from robaudit.attacks import Attack, build_attack
 from robaudit.config import AuditConfig
 from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
@@ -106,7 +106,9 @@ def _rows(
     return rows
 
 
-def prepare(config: AuditConfig) -> tuple[ModelAdapter, Dataset, np.ndarray, list[str], dict[str, float]]:
+def prepare(
+    config: AuditConfig,
+) -> tuple[ModelAdapter, Dataset, np.ndarray, list[Attack], list[str], dict[str, float]]:
     """Load and check everything before any attack runs, so bad input fails fast and writes nothing."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -149,16 +151,14 @@ def prepare(config: AuditConfig) -> tuple[ModelAdapter, Dataset, np.ndarray, lis
                 "model directly"
             )
         notes.append(message + f"; running only {', '.join(remaining)}")
-    return adapter, dataset, indices, notes, timings
+        attacks = [a for a in attacks if not a.needs_gradients]
+    return adapter, dataset, indices, attacks, notes, timings
 
 
 def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> AuditResult:
     """Load, attack, verify and summarise. Raises a RobauditError subclass for anything the user can fix."""
     total_start = time.perf_counter()
-    adapter, dataset, indices, notes, timings = prepare(config)
-    attacks = [build_attack(name, attack_settings(config)) for name in config.attacks]
-    if not adapter.capabilities.gradients:
-        attacks = [a for a in attacks if not a.needs_gradients]
+    adapter, dataset, indices, attacks, notes, timings = prepare(config)
     for note in notes:
         log.info(note)
 

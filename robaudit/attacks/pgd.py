@@ -86,7 +86,12 @@ class PGD:
             else:
                 x_adv = xa.clone()
             for step in range(self.steps + 1):
-                logits, grad = self._loss_and_grad(model, x_adv, ya)
+                if step < self.steps:
+                    logits, grad = self._loss_and_grad(model, x_adv, ya)
+                else:  # the last iterate is only checked: a forward pass, no gradient
+                    with torch.no_grad():
+                        logits = model(x_adv)
+                    grad = torch.zeros_like(x_adv)
                 hit = logits.argmax(1) != ya
                 if bool(hit.any()):
                     # Keep the first fooling iterate and drop those samples from the working batch.
