@@ -7,6 +7,8 @@ import hashlib
 import logging
 import platform
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
@@ -20,8 +22,11 @@ from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
 from robaudit.errors import InputError, UsageError
 from robaudit.models import ModelAdapter, load_model, resolve_device
-from robaudit.results import SCHEMA_VERSION, AttackRow, AuditResult, DataInfo, ModelInfo
-from robaudit.runner import ProgressSink, SampleRecords, evaluate
+from robaudit.models.loading import ModelHandle
+from robaudit.models.torch_model import module_handle, weights_sha256
+from robaudit.plan import Stage, plan_cascade
+from robaudit.results import SCHEMA_VERSION, WORST_CASE, AttackRow, AuditResult, DataInfo, ModelInfo
+from robaudit.runner import AttackRecords, ProgressSink, SampleRecords, evaluate
 
 log = logging.getLogger("robaudit")
 
@@ -50,12 +55,36 @@ def _environment(device: torch.device) -> dict[str, str]:
 
 
 def attack_settings(config: AuditConfig) -> dict[str, object]:
+    """The native attacks' settings from the config; each attack takes the fields it declares."""
     return {
         "steps": config.steps,
         "restarts": config.restarts,
         "rel_step_size": config.rel_step_size,
         "loss": config.loss,
+        "pixels": config.pixels,
+        "population": config.population,
+        "generations": config.generations,
     }
+
+
+def build_attacks(config: AuditConfig) -> list[Attack]:
+    names = list(dict.fromkeys(config.attacks))
+    for name in config.attack_kwargs:
+        if name not in names:
+            raise UsageError(f"--attack-kwargs {name}: no such --attack in this run; add --attack {name}")
+    return [build_attack(name, attack_settings(config), config.attack_kwargs.get(name)) for name in names]
+
+
+def _attack_names(stages: list[Stage]) -> list[str]:
+    return list(dict.fromkeys(a.name for st in stages for a in st.attacks))
+
+
+def attack_settings_for(name: str, config: AuditConfig, stages: list[Stage]) -> dict[str, object] | None:
+    """The settings a native attack ran with, or None when it did not run."""
+    attack = next((a for st in stages for a in st.attacks if a.name == name), None)
+    if attack is None:
+        return None
+    return {f.name: getattr(attack, f.name) for f in fields(attack)}  # type: ignore[arg-type]
 
 
 def _choose_data(config: AuditConfig, declared: tuple[int, int, int] | None, accepts_mnist: bool) -> str:
@@ -71,50 +100,106 @@ def _choose_data(config: AuditConfig, declared: tuple[int, int, int] | None, acc
     )
 
 
-def _rows(
-    records: SampleRecords, attacks: list[str], norm: str, eps_list: tuple[float, ...], backend: str
-) -> list[AttackRow]:
+def _row(
+    name: str,
+    stage: Stage,
+    records: SampleRecords,
+    fooled: np.ndarray,
+    rec: AttackRecords,
+    backend: str,
+    newly_fooled: int | None,
+) -> AttackRow:
     labels = records.labels
     n = len(labels)
     clean_correct = records.clean_pred == labels
     n_cc = int(clean_correct.sum())
-    rows = []
-    for eps in eps_list:
-        for name in attacks:
-            rec = records.adversarial[(name, eps)]
-            robust = clean_correct & (rec.pred == labels)
-            wrong = rec.pred != labels
-            n_rob = int(robust.sum())
+    robust = clean_correct & ~fooled
+    n_rob = int(robust.sum())
+    wrong = rec.pred != labels
+    hits = None
+    if records.targets is not None:
+        hits = int((rec.target_hit & clean_correct & fooled).sum())
+    return AttackRow(
+        attack=name,
+        norm=stage.threat.norm,
+        eps=stage.threat.eps,
+        n_samples=n,
+        n_clean_correct=n_cc,
+        n_robust=n_rob,
+        robust_accuracy=n_rob / n if n else 0.0,
+        robust_error=1.0 - n_rob / n if n else 0.0,
+        attack_success_rate=(n_cc - n_rob) / n_cc if n_cc else None,
+        mean_confidence_adversarial_errors=float(rec.conf[wrong].mean()) if wrong.any() else None,
+        n_fooled_by_attack=newly_fooled,
+        n_target_hits=hits,
+        n_fooled_converted=int((rec.fooled_converted & clean_correct).sum()) if backend == "onnx" else None,
+        seconds=round(rec.seconds, 4),
+    )
+
+
+def _rows(records: SampleRecords, stages: list[Stage], backend: str) -> list[AttackRow]:
+    """One row per (attack, threat model), cumulative along the cascade, then a worst-case row.
+
+    The worst case at (norm, eps) also counts samples fooled at a smaller eps of the same norm: their
+    adversarial example lies inside the larger ball too, so worst-case robust accuracy never rises with eps.
+    """
+    labels = records.labels
+    clean_correct = records.clean_pred == labels
+    rows: list[AttackRow] = []
+    fooled_by_norm: dict[str, np.ndarray] = {}
+    for stage in stages:
+        norm, eps = stage.threat.norm, stage.threat.eps
+        previous = np.zeros(len(labels), bool)
+        rec = None
+        for attack in stage.attacks:
+            rec = records.adversarial[(attack.name, norm, eps)]
+            fooled = clean_correct & (rec.pred != labels)
             rows.append(
-                AttackRow(
-                    attack=name,
-                    norm=norm,
-                    eps=float(eps),
-                    n_samples=n,
-                    n_clean_correct=n_cc,
-                    n_robust=n_rob,
-                    robust_accuracy=n_rob / n if n else 0.0,
-                    robust_error=1.0 - n_rob / n if n else 0.0,
-                    attack_success_rate=(n_cc - n_rob) / n_cc if n_cc else None,
-                    mean_confidence_adversarial_errors=float(rec.conf[wrong].mean()) if wrong.any() else None,
-                    n_fooled_converted=int((rec.fooled_converted & clean_correct).sum())
-                    if backend == "onnx"
-                    else None,
-                    seconds=round(rec.seconds, 4),
-                )
+                _row(attack.name, stage, records, fooled, rec, backend, int((fooled & ~previous).sum()))
             )
+            previous = fooled
+        assert rec is not None  # a stage always has at least one attack
+        worst = previous | fooled_by_norm.get(norm, np.zeros(len(labels), bool))
+        fooled_by_norm[norm] = worst
+        rows.append(_row(WORST_CASE, stage, records, worst, rec, backend, None))
     return rows
 
 
-def prepare(
-    config: AuditConfig,
-) -> tuple[ModelAdapter, Dataset, np.ndarray, list[Attack], list[str], dict[str, float]]:
-    """Load and check everything before any attack runs, so bad input fails fast and writes nothing."""
+@dataclass
+class Prepared:
+    """Everything loaded and checked before the first attack runs."""
+
+    adapter: ModelAdapter
+    dataset: Dataset
+    indices: np.ndarray
+    stages: list[Stage]
+    notes: list[str]
+    timings: dict[str, float]
+    restore: Callable[[], None]  # puts the user's model back as it was (training mode, requires_grad)
+
+
+def prepare(config: AuditConfig, module: torch.nn.Module | None = None) -> Prepared:
+    """Load and check everything before any attack runs, so bad input fails fast and writes nothing.
+
+    ``module``: audit this in-memory PyTorch model instead of opening ``config.model`` (which then
+    only names it in the report). Its training mode and ``requires_grad`` flags are restored by
+    ``Prepared.restore``.
+    """
     timings: dict[str, float] = {}
     start = time.perf_counter()
     device = resolve_device(config.device)
-    attacks = [build_attack(name, attack_settings(config)) for name in config.attacks]
-    handle = load_model(config, device)
+    attacks = build_attacks(config)
+    handle = load_model(config, device) if module is None else module_handle(module, config, device)
+    try:
+        return _prepare_with(config, handle, attacks, timings, start)
+    except BaseException:
+        handle.restore()
+        raise
+
+
+def _prepare_with(
+    config: AuditConfig, handle: ModelHandle, attacks: list[Attack], timings: dict[str, float], start: float
+) -> Prepared:
     declared = handle.declared_shape
     accepts_mnist = declared is None and config.data is None and handle.accepts(MNIST_SHAPE)
     data_spec = _choose_data(config, declared, accepts_mnist)
@@ -152,34 +237,51 @@ def prepare(
             )
         notes.append(message + f"; running only {', '.join(remaining)}")
         attacks = [a for a in attacks if not a.needs_gradients]
-    return adapter, dataset, indices, attacks, notes, timings
+    if config.target not in ("none", "random", "least-likely") and int(config.target) >= adapter.num_classes:
+        raise UsageError(
+            f"--target {config.target}: the model has {adapter.num_classes} classes; give 0..{adapter.num_classes - 1}"
+        )
+    stages = plan_cascade(attacks, config.norms, config.eps, config.pixels)
+    return Prepared(adapter, dataset, indices, stages, notes, timings, handle.restore)
 
 
-def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> AuditResult:
-    """Load, attack, verify and summarise. Raises a RobauditError subclass for anything the user can fix."""
+def run_audit(
+    config: AuditConfig, progress: ProgressSink | None = None, module: torch.nn.Module | None = None
+) -> AuditResult:
+    """Load, attack, verify and summarise. Raises a RobauditError subclass for anything the user can fix.
+
+    ``module``: audit an in-memory PyTorch model (see ``prepare``); it is left as it was found.
+    """
     total_start = time.perf_counter()
-    adapter, dataset, indices, attacks, notes, timings = prepare(config)
-    for note in notes:
-        log.info(note)
-
-    records = evaluate(
-        adapter,
-        dataset,
-        indices,
-        attacks,
-        norm=config.norm,
-        eps_list=config.eps,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        input_range=config.input_range,
-        progress=progress,
-    )
-    rows = _rows(records, [a.name for a in attacks], config.norm, config.eps, adapter.capabilities.backend)
+    prepared = prepare(config, module)
+    try:
+        for note in prepared.notes:
+            log.info(note)
+        records = evaluate(
+            prepared.adapter,
+            prepared.dataset,
+            prepared.indices,
+            prepared.stages,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            input_range=config.input_range,
+            target=config.target,
+            progress=progress,
+        )
+    finally:
+        prepared.restore()
+    adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices
+    notes, timings, stages = prepared.notes, prepared.timings, prepared.stages
+    rows = _rows(records, stages, adapter.capabilities.backend)
     clean_correct = records.clean_pred == records.labels
     timings["clean_seconds"] = round(records.clean_seconds, 4)
     timings["total_seconds"] = round(time.perf_counter() - total_start, 4)
     caps = adapter.capabilities
     model_path = Path(config.model)
+    model_format = "onnx" if caps.backend == "onnx" else model_path.suffix.lstrip(".") or "torch"
+    model_sha = _sha256(model_path) if module is None else weights_sha256(module)
+    if module is not None:
+        model_format = f"in-memory {type(module).__name__}"
     subset = "all" if len(indices) == len(dataset) else f"seeded stratified subset, seed {config.seed}"
     return AuditResult(
         schema_version=SCHEMA_VERSION,
@@ -187,8 +289,8 @@ def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> Audi
         created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         model=ModelInfo(
             path=str(model_path),
-            format="onnx" if caps.backend == "onnx" else model_path.suffix.lstrip(".") or "torch",
-            sha256=_sha256(model_path),
+            format=model_format,
+            sha256=model_sha,
             backend=caps.backend,
             sample_shape=list(adapter.sample_shape),
             num_classes=adapter.num_classes,
@@ -209,11 +311,15 @@ def run_audit(config: AuditConfig, progress: ProgressSink | None = None) -> Audi
             subset=subset,
         ),
         settings={
-            "attacks": [a.name for a in attacks],
-            "pgd": attack_settings(config) if any(a.name == "pgd" for a in attacks) else None,
-            "norm": config.norm,
+            "attacks": _attack_names(stages),
+            "pgd": attack_settings_for("pgd", config, stages),
+            "onepixel": attack_settings_for("onepixel", config, stages),
+            "attack_kwargs": {k: v for k, v in config.attack_kwargs.items()},
+            "threat_models": [st.threat.describe() for st in stages],
+            "norms": list(config.norms),
             "eps": list(config.eps),
             "eps_scale": "[0, 1] (the data's pixel range mapped to [0, 1])",
+            "target": config.target,
             "input_range": list(config.input_range),
             "mean": list(config.mean) if config.mean else None,
             "std": list(config.std) if config.std else None,

@@ -67,6 +67,26 @@ def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
         )
 
 
+def _attack_kwargs(items: list[str]) -> dict[str, dict[str, object]]:
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        try:
+            value = json.loads(text) if sep else None
+        except json.JSONDecodeError as exc:
+            _fail(
+                f"--attack-kwargs {name}: not valid JSON ({exc.msg}); write NAME='{{\"max_iter\": 20}}'",
+                ExitCode.USAGE_ERROR,
+            )
+        if not isinstance(value, dict):
+            _fail(
+                f"--attack-kwargs {item}: write NAME=JSON object, e.g. 'art:DeepFool={{\"max_iter\": 20}}'",
+                ExitCode.USAGE_ERROR,
+            )
+        out[name.strip()] = value
+    return out
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"robaudit {__version__}")
@@ -100,9 +120,15 @@ def scan(
         int | None, typer.Option(help="Evaluate a seeded, stratified subset of N samples.")
     ] = None,
     attack: Annotated[
-        list[str] | None, typer.Option(help="Attack to run, repeatable. Default: fgsm.")
+        list[str] | None,
+        typer.Option(
+            help="Attack to run, repeatable: fgsm, pgd, onepixel, or art:ClassName (any ART evasion attack, "
+            "needs pip install 'robaudit[art]'). Default: fgsm."
+        ),
     ] = None,
-    norm: Annotated[str, typer.Option(help="Threat model norm: linf, l2 or l1.")] = "linf",
+    norm: Annotated[
+        list[str] | None, typer.Option(help="Threat model norm, repeatable: linf, l2 or l1. Default: linf.")
+    ] = None,
     steps: Annotated[int, typer.Option(help="PGD iterations.")] = 40,
     restarts: Annotated[int, typer.Option(help="PGD random restarts.")] = 1,
     rel_step_size: Annotated[
@@ -111,6 +137,22 @@ def scan(
     loss: Annotated[
         str, typer.Option(help="PGD loss: ce (cross-entropy) or dlr (Croce & Hein 2020).")
     ] = "ce",
+    pixels: Annotated[int, typer.Option(help="One-pixel: pixel locations it may change.")] = 1,
+    population: Annotated[int, typer.Option(help="One-pixel: candidates per generation.")] = 400,
+    generations: Annotated[int, typer.Option(help="One-pixel: differential-evolution generations.")] = 100,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="Targeted attacks: none, random (a seeded random wrong class), least-likely, or a class index."
+        ),
+    ] = "none",
+    attack_kwargs: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Keyword arguments for an ART attack, repeatable: NAME=JSON, e.g. "
+            "'art:DeepFool={\"max_iter\": 20}'."
+        ),
+    ] = None,
     eps: Annotated[list[str] | None, typer.Option(help=EPS_HELP)] = None,
     input_range: Annotated[
         str,
@@ -178,11 +220,16 @@ def scan(
                     npz_keys=keys,
                     limit=limit,
                     attacks=tuple(attack or ("fgsm",)),
-                    norm=norm,
+                    norms=tuple(norm or ("linf",)),
                     steps=steps,
                     restarts=restarts,
                     rel_step_size=rel_step_size,
                     loss=loss,
+                    pixels=pixels,
+                    population=population,
+                    generations=generations,
+                    target=target,
+                    attack_kwargs=_attack_kwargs(attack_kwargs or []),
                     eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
                     input_range=_pair(input_range, "--input-range"),
                     mean=_floats(mean, "--mean"),
@@ -201,8 +248,11 @@ def scan(
             )
         except ValidationError as exc:
             err = exc.errors()[0]
-            field = ".".join(str(p) for p in err["loc"]).replace("_", "-")
-            _fail(f"--{field}: {err['msg']}", ExitCode.USAGE_ERROR)
+            first = str(err["loc"][0]) if err["loc"] else "option"
+            flag = {"norms": "norm", "attacks": "attack", "json_path": "json"}.get(first, first).replace(
+                "_", "-"
+            )
+            _fail(f"--{flag}: {err['msg']}", ExitCode.USAGE_ERROR)
         _scan(config)
     except RobauditError as exc:
         _fail(str(exc), exc.exit_code)

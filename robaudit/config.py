@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -68,13 +68,21 @@ class AuditConfig(BaseModel):
     output: OutputKind = "auto"
 
     attacks: tuple[str, ...] = ("fgsm",)
-    norm: Norm = "linf"
+    norms: tuple[Norm, ...] = ("linf",)
     eps: tuple[float, ...] = (0.1,)
     # PGD settings (Madry et al. 2018 defaults: step = 2.5 * eps / steps).
     steps: int = Field(default=40, gt=0)
     restarts: int = Field(default=1, gt=0)
     rel_step_size: float = Field(default=2.5, gt=0)
     loss: Literal["ce", "dlr"] = "ce"
+    # One-pixel settings (Su et al. 2019 defaults).
+    pixels: int = Field(default=1, gt=0)
+    population: int = Field(default=400, ge=4)
+    generations: int = Field(default=100, ge=0)
+    # none (untargeted), random, least-likely, or a class index.
+    target: str = "none"
+    # Keyword arguments per attack name, e.g. {"art:DeepFool": {"max_iter": 20}}.
+    attack_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     device: str = "auto"
     batch_size: int = Field(default=256, gt=0)
@@ -98,6 +106,31 @@ class AuditConfig(BaseModel):
     def _std_positive(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
         if value is not None and any(s <= 0 for s in value):
             raise ValueError("every std must be > 0")
+        return value
+
+    @field_validator("norms")
+    @classmethod
+    def _norms_given(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one norm")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("target")
+    @classmethod
+    def _target_valid(cls, value: str) -> str:
+        value = str(value).strip().lower()
+        if value in ("none", "random", "least-likely") or value.isdigit():
+            return value
+        raise ValueError("use none, random, least-likely or a class index such as 3")
+
+    @field_validator("attack_kwargs")
+    @classmethod
+    def _kwargs_for_known(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if not name.startswith("art:"):
+                raise ValueError(
+                    f"{name}: keyword arguments are for art:ClassName attacks; native attacks take flags"
+                )
         return value
 
     @field_validator("eps")

@@ -48,11 +48,18 @@ class DataInfo:
     subset: str  # "all" or a description of the seeded stratified subset
 
 
+WORST_CASE = "worst-case"
+
+
 @dataclass(frozen=True)
 class AttackRow:
     """One (attack, norm, eps): counts over all evaluated samples.
 
-    A sample is robust only if it is correct on clean input and the attack did not flip it.
+    A sample is robust only if it is correct on clean input and no attack flipped it. Attacks run as
+    a cascade, so an attack's row counts the samples fooled by it or by a cheaper attack before it in
+    the same threat model; ``n_fooled_by_attack`` is its own share. The ``worst-case`` row per (norm,
+    eps) counts every attack, and samples fooled at a smaller eps of the same norm. For ``l0``, eps is
+    the number of pixel locations the attack may change.
     """
 
     attack: str
@@ -65,6 +72,8 @@ class AttackRow:
     robust_error: float
     attack_success_rate: float | None  # over clean-correct samples
     mean_confidence_adversarial_errors: float | None  # mean top-1 confidence on misclassified x_adv
+    n_fooled_by_attack: int | None = None  # fooled first by this attack in the cascade (None: worst case)
+    n_target_hits: int | None = None  # targeted runs: clean-correct samples now classified as the target
     n_fooled_converted: int | None = None  # ONNX: fooled on the converted graph (before re-checking)
     seconds: float = 0.0
 

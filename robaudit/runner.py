@@ -14,11 +14,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from robaudit.attacks import Attack
+from robaudit.attacks import rng
 from robaudit.attacks.norms import lp_norm
 from robaudit.data import Dataset
 from robaudit.errors import ResourceError, VerificationError
 from robaudit.models import ModelAdapter
+from robaudit.plan import Stage
 
 NORM_TOLERANCE = 1e-6  # float32 rounding in x + delta
 
@@ -56,12 +57,31 @@ def sample_seeds(run_seed: int, indices: np.ndarray) -> np.ndarray:
 
 @dataclass
 class AttackRecords:
-    """Per-sample outcome of the cascade up to and including one attack, at one eps."""
+    """Per-sample outcome of one stage's cascade up to and including one attack."""
 
     pred: np.ndarray
     conf: np.ndarray
     fooled_converted: np.ndarray  # flipped on the differentiable model the attack used
+    target_hit: np.ndarray  # targeted runs: classified as the target
+    linf: np.ndarray  # norms of the sample's current x_adv - x (0 where no attack ran)
+    l2: np.ndarray
+    l0: np.ndarray
     seconds: float = 0.0
+
+    @classmethod
+    def empty(cls, n: int) -> AttackRecords:
+        return cls(
+            np.zeros(n, np.int64),
+            np.zeros(n, np.float64),
+            np.zeros(n, bool),
+            np.zeros(n, bool),
+            np.zeros(n, np.float64),
+            np.zeros(n, np.float64),
+            np.zeros(n, np.float64),
+        )
+
+
+RecordKey = tuple[str, str, float]  # (attack name, norm, eps)
 
 
 @dataclass
@@ -70,7 +90,8 @@ class SampleRecords:
     labels: np.ndarray
     clean_pred: np.ndarray
     clean_conf: np.ndarray
-    adversarial: dict[tuple[str, float], AttackRecords] = field(default_factory=dict)
+    targets: np.ndarray | None  # targeted runs: each sample's target class (-1: not attacked)
+    adversarial: dict[RecordKey, AttackRecords] = field(default_factory=dict)
     clean_seconds: float = 0.0
 
 
@@ -95,23 +116,48 @@ def _softmax_top1(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return pred.cpu().numpy().astype(np.int64), conf.cpu().numpy().astype(np.float64)
 
 
+_TARGET_STREAM = 1 << 20  # random-target draws use their own counter stream
+
+
+def choose_targets(
+    mode: str, clean_logits: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Target class per sample, and which samples have a target other than their label.
+
+    random: uniform over the classes other than the label, from the sample's seed; least-likely:
+    the class with the lowest clean logit (Kurakin et al. 2017); a class index: that class, and
+    samples of that class are not attacked.
+    """
+    attackable = torch.ones_like(y, dtype=torch.bool)
+    if mode == "none":
+        return None, attackable
+    k = clean_logits.shape[1]
+    if mode == "random":
+        u = rng.uniform(seeds, _TARGET_STREAM, 1)[:, 0]
+        targets = (y + 1 + (u * (k - 1)).long().clamp_max(k - 2)) % k
+    elif mode == "least-likely":
+        targets = clean_logits.argmin(1)
+    else:
+        targets = torch.full_like(y, int(mode))
+    return targets, targets != y
+
+
 def evaluate(
     adapter: ModelAdapter,
     dataset: Dataset,
     indices: np.ndarray,
-    attacks: Sequence[Attack],
+    stages: Sequence[Stage],
     *,
-    norm: str,
-    eps_list: Sequence[float],
     batch_size: int,
     seed: int,
     input_range: tuple[float, float],
+    target: str = "none",
     progress: ProgressSink | None = None,
 ) -> SampleRecords:
-    """Run the clean pass and the cascade over all samples, one streamed batch at a time.
+    """Run the clean pass and every stage's cascade over all samples, one streamed batch at a time.
 
-    Cascade: attacks run cheapest first, each only on samples still robust at that eps, so the record
-    of attack k is the worst case over attacks 1..k.
+    Within a stage attacks run cheapest first, each only on samples still robust, so the record of
+    attack k is the worst case over attacks 1..k of that stage.
     """
     progress = progress or NullProgress()
     n = len(indices)
@@ -121,14 +167,18 @@ def evaluate(
         labels=dataset.labels[indices].astype(np.int64),
         clean_pred=np.zeros(n, np.int64),
         clean_conf=np.zeros(n, np.float64),
+        targets=None if target == "none" else np.full(n, -1, np.int64),
     )
-    keys = [(a.name, e) for e in eps_list for a in attacks]
+    keys = [(a.name, st.threat.norm, st.threat.eps) for st in stages for a in st.attacks]
     for key in keys:
-        records.adversarial[key] = AttackRecords(
-            np.zeros(n, np.int64), np.zeros(n, np.float64), np.zeros(n, bool)
-        )
+        records.adversarial[key] = AttackRecords.empty(n)
     clean_task = progress.add_task("clean", n)
-    tasks = {key: progress.add_task(f"{key[0]} {norm} eps={key[1]:g}", n) for key in keys}
+    tasks = {
+        (a.name, st.threat.norm, st.threat.eps): progress.add_task(f"{a.name} {st.threat.describe()}", n)
+        for st in stages
+        for a in st.attacks
+    }
+    check_conversion = adapter.capabilities.backend == "onnx" and adapter.capabilities.gradients
 
     offset = 0
     try:
@@ -146,23 +196,42 @@ def evaluate(
             records.clean_seconds += time.perf_counter() - start
             progress.advance(clean_task, len(idx))
             correct = torch.from_numpy(pred).to(device) == y
+            targets, attackable = choose_targets(target, clean_logits, y, seeds)
+            if records.targets is not None and targets is not None:
+                records.targets[b] = torch.where(attackable, targets, -1).cpu().numpy()
 
-            for eps in eps_list:
-                robust = correct.clone()
+            for stage in stages:
+                norm, eps = stage.threat.norm, stage.threat.eps
+                robust = correct & attackable
                 cur_pred, cur_conf = pred.copy(), conf.copy()
                 fooled_converted = np.zeros(len(idx), bool)
-                for attack in attacks:
-                    rec = records.adversarial[(attack.name, eps)]
+                sizes = {k: np.zeros(len(idx), np.float64) for k in ("linf", "l2", "l0")}
+                for attack in stage.attacks:
+                    key = (attack.name, norm, eps)
+                    rec = records.adversarial[key]
                     start = time.perf_counter()
                     active = torch.nonzero(robust).flatten()
                     if active.numel():
                         xa, ya = x[active], y[active]
-                        x_adv = attack(adapter.logits, xa, ya, eps=eps, norm=norm, seeds=seeds[active])
+                        # Gradient-free attacks query the reference runtime (ONNX Runtime) directly.
+                        model_fn = adapter.logits if attack.needs_gradients else adapter.predict_logits
+                        x_adv = attack(
+                            model_fn,
+                            xa,
+                            ya,
+                            eps=eps,
+                            norm=norm,
+                            seeds=seeds[active],
+                            targets=targets[active] if targets is not None else None,
+                        )
                         verify(x_adv, xa, eps, norm, attack.name)
                         adv_pred, adv_conf = _softmax_top1(adapter.predict_logits(x_adv))
                         act = active.cpu().numpy()
                         cur_pred[act], cur_conf[act] = adv_pred, adv_conf
-                        if adapter.capabilities.backend == "onnx" and adapter.capabilities.gradients:
+                        delta = (x_adv - xa).double()
+                        for k in sizes:
+                            sizes[k][act] = lp_norm(delta, k).cpu().numpy()
+                        if check_conversion and attack.needs_gradients:
                             with torch.inference_mode():
                                 conv_pred = adapter.logits(x_adv).argmax(1).cpu().numpy()
                             fooled_converted[act] |= conv_pred != y_np[act]
@@ -170,8 +239,11 @@ def evaluate(
                         robust[active[flipped]] = False
                     rec.pred[b], rec.conf[b] = cur_pred, cur_conf
                     rec.fooled_converted[b] = fooled_converted
+                    rec.linf[b], rec.l2[b], rec.l0[b] = sizes["linf"], sizes["l2"], sizes["l0"]
+                    if records.targets is not None:
+                        rec.target_hit[b] = cur_pred == records.targets[b]
                     rec.seconds += time.perf_counter() - start
-                    progress.advance(tasks[(attack.name, eps)], len(idx))
+                    progress.advance(tasks[key], len(idx))
     except torch.cuda.OutOfMemoryError:
         raise ResourceError(
             f"out of GPU memory at --batch-size {batch_size}; lower --batch-size or use --device cpu"

@@ -18,6 +18,7 @@ from robaudit.config import AuditConfig
 from robaudit.data import open_dataset
 from robaudit.errors import UsageError, VerificationError
 from robaudit.models import load_model
+from robaudit.plan import plan_cascade
 from robaudit.runner import evaluate, sample_seeds, verify
 from tests.conftest import Linear
 
@@ -155,14 +156,14 @@ def test_results_do_not_depend_on_batch_size(exports: dict[str, Path], small_npz
             adapter,
             dataset,
             np.arange(len(dataset)),
-            [FGSM()],
-            norm="linf",
-            eps_list=(0.05, 0.2),
+            plan_cascade([FGSM()], ["linf"], (0.05, 0.2), pixels=1),
             batch_size=batch_size,
             seed=0,
             input_range=(0.0, 1.0),
         )
-        outcomes.append((records.clean_pred, [records.adversarial[("fgsm", e)].pred for e in (0.05, 0.2)]))
+        outcomes.append(
+            (records.clean_pred, [records.adversarial[("fgsm", "linf", e)].pred for e in (0.05, 0.2)])
+        )
     for clean, adv in outcomes[1:]:
         assert np.array_equal(clean, outcomes[0][0])
         for a, b in zip(adv, outcomes[0][1], strict=True):

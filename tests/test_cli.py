@@ -96,8 +96,17 @@ def test_end_to_end_sample_model_text_and_json(tmp_path: Path) -> None:
     assert report["n_clean_correct"] == round(report["clean_accuracy"] * 300)
     assert all(is_number(e, float) for e in report["settings"]["eps"])
 
-    rows = report["rows"]
-    assert [r["eps"] for r in rows] == [0.1, 0.2]
+    assert [(r["attack"], r["eps"]) for r in report["rows"]] == [
+        ("fgsm", 0.1),
+        ("worst-case", 0.1),
+        ("fgsm", 0.2),
+        ("worst-case", 0.2),
+    ]
+    rows = [r for r in report["rows"] if r["attack"] == "fgsm"]
+    worst = {r["eps"]: r for r in report["rows"] if r["attack"] == "worst-case"}
+    assert worst[0.1]["n_robust"] == rows[0]["n_robust"]  # one attack at the smallest eps
+    # The worst case at 0.2 also counts what FGSM found at 0.1, so it is never above either.
+    assert worst[0.2]["n_robust"] <= min(rows[1]["n_robust"], worst[0.1]["n_robust"])
     for row in rows:
         for key in (
             "eps",
@@ -135,7 +144,7 @@ def holdout_report(tmp_path: Path, model: Path, *extra: object) -> dict[str, Any
     assert_ok(result)
     report = load_json(out)
     assert report["data"]["n_evaluated"] == 2000 and report["data"]["subset"] == "all"
-    assert [r["eps"] for r in report["rows"]] == [0.1]
+    assert [(r["attack"], r["eps"]) for r in report["rows"]] == [("fgsm", 0.1), ("worst-case", 0.1)]
     return report
 
 

@@ -17,6 +17,7 @@ from robaudit.attacks.pgd import PGD, dlr_loss
 from robaudit.config import AuditConfig
 from robaudit.data import open_dataset
 from robaudit.models import load_model
+from robaudit.plan import plan_cascade
 from robaudit.runner import evaluate, sample_seeds, verify
 from tests.conftest import HOLDOUT, SAMPLES, small_cnn
 from tests.test_attacks import exact_robust, linear_problem
@@ -55,11 +56,12 @@ def test_pgd_is_at_least_as_strong_as_fgsm_on_the_sample_model() -> None:
     pgd = run_audit(AuditConfig(**base, attacks=("pgd",), steps=20))
     assert pgd.rows[0].robust_accuracy < fgsm.rows[0].robust_accuracy
     cascade = run_audit(AuditConfig(**base, attacks=("fgsm", "pgd"), steps=20))
+    assert [r.attack for r in cascade.rows] == ["fgsm", "pgd", "worst-case"]
     worst = cascade.rows[-1]
-    assert worst.attack == "pgd" and worst.robust_accuracy <= min(
-        pgd.rows[0].robust_accuracy, fgsm.rows[0].robust_accuracy
-    )
+    assert worst.robust_accuracy <= min(pgd.rows[0].robust_accuracy, fgsm.rows[0].robust_accuracy)
+    assert worst.n_robust == cascade.rows[1].n_robust  # the cascade's last row is the worst case
     assert cascade.rows[0].robust_accuracy == fgsm.rows[0].robust_accuracy
+    assert cascade.rows[1].n_fooled_by_attack == cascade.rows[0].n_robust - cascade.rows[1].n_robust
 
 
 @settings(max_examples=15, deadline=None)
@@ -138,12 +140,10 @@ def test_pgd_results_do_not_depend_on_batch_size(exports: dict[str, Path], small
             adapter,
             dataset,
             np.arange(len(dataset)),
-            [FGSM(), PGD(steps=5, restarts=2)],
-            norm="l2",
-            eps_list=(1.0,),
+            plan_cascade([FGSM(), PGD(steps=5, restarts=2)], ["l2"], (1.0,), pixels=1),
             batch_size=batch_size,
             seed=3,
             input_range=(0.0, 1.0),
         )
-        preds.append(records.adversarial[("pgd", 1.0)].pred)
+        preds.append(records.adversarial[("pgd", "l2", 1.0)].pred)
     assert np.array_equal(preds[0], preds[1])

@@ -7,7 +7,7 @@ the device, and return candidates of the same shape. They never call numpy insid
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import torch
 
@@ -15,8 +15,23 @@ LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Attack(Protocol):
-    name: ClassVar[str]
-    needs_gradients: ClassVar[bool]
+    """``name`` labels result rows; ``needs_gradients`` says whether the attack needs a differentiable
+    model (else the runner hands it the reference runtime, e.g. ONNX Runtime, with no conversion);
+    ``cost_rank`` orders the cascade, cheapest first; ``norms`` lists the threat models it attacks."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def needs_gradients(self) -> bool: ...
+
+    @property
+    def cost_rank(self) -> int: ...
+
+    @property
+    def norms(self) -> tuple[str, ...]:
+        """The threat models it attacks: linf/l2/l1 eps-balls, or l0 (changed pixel locations)."""
+        ...
 
     def __call__(
         self,
@@ -27,22 +42,37 @@ class Attack(Protocol):
         eps: float,
         norm: str,
         seeds: torch.Tensor,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return x_adv with ``||x_adv - x||_norm <= eps`` and ``0 <= x_adv <= 1``.
 
         ``seeds`` holds one int64 seed per sample (from the run seed and the sample's index), so
-        random choices do not depend on batch size, order or sharding.
+        random choices do not depend on batch size, order or sharding. ``targets``, when given,
+        makes the attack targeted: it seeks x_adv classified as ``targets`` instead of any wrong class.
         """
         ...
 
 
-def input_gradient(model: LogitsFn, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """d(sum of per-sample cross-entropy)/dx with torch.autograd.grad, leaving weights untouched.
+def input_gradient(
+    model: LogitsFn, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Gradient of the attack objective w.r.t. x, with torch.autograd.grad (weights untouched).
 
-    Summing (not averaging) keeps each sample's gradient independent of the batch it sits in.
+    Untargeted: ascend the cross-entropy of the true class. Targeted: ascend minus the cross-entropy
+    of the target. Summing (not averaging) keeps each sample's gradient independent of its batch.
     """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        loss = torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
+        logits = model(x)
+        if targets is None:
+            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+        else:
+            loss = -torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
     return grad
+
+
+def succeeded(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    """Per-sample success: any wrong class (untargeted) or the target class (targeted)."""
+    top = logits.argmax(1)
+    return top != y if targets is None else top == targets

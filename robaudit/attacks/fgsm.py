@@ -1,6 +1,6 @@
 """FGSM (Goodfellow et al. 2015, L∞) and FGM for L2 and L1: one steepest-ascent step of size eps.
 
-Threat model: untargeted, white box; x on [0, 1], shape (N, C, H, W). It is PGD with one step and no
+Threat model: white box, untargeted or targeted (a step down the target's cross-entropy); x on [0, 1], shape (N, C, H, W). It is PGD with one step and no
 random start, and the cheapest first stage of the cascade.
 """
 
@@ -19,11 +19,21 @@ from robaudit.attacks.norms import ascent_direction, clip_to_bounds
 class FGSM:
     name: ClassVar[str] = "fgsm"
     needs_gradients: ClassVar[bool] = True
+    cost_rank: ClassVar[int] = 0
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
 
     def __call__(
-        self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, seeds: torch.Tensor
+        self,
+        model: LogitsFn,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float,
+        norm: str,
+        seeds: torch.Tensor,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        if eps == 0:
+        if eps == 0 or x.shape[0] == 0:
             return x.clone()
-        grad = input_gradient(model, x, y)
+        grad = input_gradient(model, x, y, targets)
         return clip_to_bounds(x + eps * ascent_direction(grad, norm)).detach()

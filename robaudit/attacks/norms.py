@@ -19,7 +19,13 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def lp_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
-    """Per-sample norm of a perturbation, shape (N,)."""
+    """Per-sample norm of a perturbation, shape (N,).
+
+    ``l0`` counts changed pixel locations (any channel) for image batches (N, C, H, W), the unit of
+    the one-pixel attack's budget, and changed coordinates otherwise.
+    """
+    if norm == "l0" and delta.ndim == 4:
+        return (delta != 0).any(1).flatten(1).sum(1).to(delta.dtype)
     d = flat(delta)
     if norm == "linf":
         return d.abs().amax(1)

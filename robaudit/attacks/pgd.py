@@ -1,6 +1,6 @@
 """PGD (Madry et al. 2018) in L∞, L2 and L1, with random start, restarts and CE or DLR loss.
 
-Threat model: untargeted, white box; x on [0, 1], shape (N, C, H, W). Each sample keeps the first
+Threat model: white box, untargeted or targeted; x on [0, 1], shape (N, C, H, W). Each sample keeps the first
 iterate that fooled the model (the best iterate, not the last), and samples already fooled leave the
 working batch so they stop costing compute.
 """
@@ -12,7 +12,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from robaudit.attacks.base import LogitsFn
+from robaudit.attacks.base import LogitsFn, succeeded
 from robaudit.attacks.norms import (
     ascent_direction,
     clip_to_bounds,
@@ -32,10 +32,21 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(z_y - z_other) / (sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12)
 
 
+def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Targeted DLR (Croce & Hein 2020): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2); needs 4 classes."""
+    sorted_logits, _ = logits.sort(1, descending=True)
+    z_y = logits.gather(1, y[:, None])[:, 0]
+    z_t = logits.gather(1, targets[:, None])[:, 0]
+    scale = sorted_logits[:, 0] - 0.5 * (sorted_logits[:, 2] + sorted_logits[:, 3])
+    return -(z_y - z_t) / (scale + 1e-12)
+
+
 @dataclass(frozen=True)
 class PGD:
     name: ClassVar[str] = "pgd"
     needs_gradients: ClassVar[bool] = True
+    cost_rank: ClassVar[int] = 1
+    norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
 
     steps: int = 40
     rel_step_size: float = 2.5  # step = rel_step_size * eps / steps (Madry et al.)
@@ -45,12 +56,17 @@ class PGD:
     l1_sparsity: float = 0.05  # fraction of coordinates an L1 step moves
 
     def _loss_and_grad(
-        self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor
+        self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(x)
-            if self.loss == "dlr" and logits.shape[1] >= 3:
+            k = logits.shape[1]
+            if t is not None and self.loss == "dlr" and k >= 4:
+                loss = targeted_dlr_loss(logits, y, t).sum()
+            elif t is not None:
+                loss = -torch.nn.functional.cross_entropy(logits, t, reduction="sum")
+            elif self.loss == "dlr" and k >= 3:
                 loss = dlr_loss(logits, y).sum()
             else:
                 loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
@@ -58,7 +74,15 @@ class PGD:
         return logits.detach(), grad
 
     def __call__(
-        self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str, seeds: torch.Tensor
+        self,
+        model: LogitsFn,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        eps: float,
+        norm: str,
+        seeds: torch.Tensor,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if eps == 0 or x.shape[0] == 0:
             return x.clone()
@@ -71,6 +95,7 @@ class PGD:
             if active.numel() == 0:
                 break
             xa, ya = x[active], y[active]
+            ta = targets[active] if targets is not None else None
             if self.random_init:
                 start = random_start(
                     tuple(xa.shape),
@@ -87,18 +112,19 @@ class PGD:
                 x_adv = xa.clone()
             for step in range(self.steps + 1):
                 if step < self.steps:
-                    logits, grad = self._loss_and_grad(model, x_adv, ya)
+                    logits, grad = self._loss_and_grad(model, x_adv, ya, ta)
                 else:  # the last iterate is only checked: a forward pass, no gradient
                     with torch.no_grad():
                         logits = model(x_adv)
                     grad = torch.zeros_like(x_adv)
-                hit = logits.argmax(1) != ya
+                hit = succeeded(logits, ya, ta)
                 if bool(hit.any()):
                     # Keep the first fooling iterate and drop those samples from the working batch.
                     best[active[hit]] = x_adv[hit]
                     fooled[active[hit]] = True
                     keep = ~hit
                     active, xa, ya, x_adv, grad = active[keep], xa[keep], ya[keep], x_adv[keep], grad[keep]
+                    ta = ta[keep] if ta is not None else None
                 if active.numel() == 0 or step == self.steps:
                     break
                 if norm == "l1":

@@ -28,6 +28,10 @@ class ModelHandle(Protocol):
 
     def bind(self, sample_shape: tuple[int, int, int], probe_x01: torch.Tensor) -> ModelAdapter: ...
 
+    def restore(self) -> None:
+        """Undo what loading did to a user's model (eval mode, frozen weights)."""
+        ...
+
 
 def resolve_device(spec: str) -> torch.device:
     """``auto`` means CUDA when present, else the CPU."""

@@ -234,6 +234,9 @@ class OnnxModelHandle:
             return False
         return True
 
+    def restore(self) -> None:
+        """Nothing to give back: the converted module is robaudit's own."""
+
     def bind(self, sample_shape: tuple[int, int, int], probe_x01: torch.Tensor) -> ModelAdapter:
         pre = self._preprocessing()
         runtime = _chunked(self._run, self.fixed_batch)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import pickle
 import sys
@@ -139,20 +140,58 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def weights_sha256(module: nn.Module) -> str:
+    """A digest of a module's state (names, dtypes, shapes and bytes), for in-memory models."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+class _Frozen:
+    """Puts a module in eval mode with frozen weights, remembering how it was to restore it later.
+
+    Dropout or batch-norm statistics in training mode would make the audit random and wrong, and
+    weights that require gradients cost a backward pass through them; the user's module is handed
+    back exactly as it came.
+    """
+
+    def __init__(self, module: object) -> None:
+        self.modes: list[tuple[nn.Module, bool]] = []
+        self.grads: list[tuple[torch.Tensor, bool]] = []
+        if not isinstance(module, nn.Module):
+            return
+        self.modes = [(m, m.training) for m in module.modules()]
+        self.grads = [(p, p.requires_grad) for p in module.parameters()]
+        try:
+            module.eval()
+        except NotImplementedError:
+            pass  # torch.export modules refuse eval(); they keep the mode they were exported in
+        for p, _ in self.grads:
+            p.requires_grad_(False)
+
+    def restore(self) -> None:
+        for m, training in self.modes:
+            m.training = training
+        for p, flag in self.grads:
+            p.requires_grad_(flag)
+
+
 class TorchModelHandle:
-    def __init__(self, path: Path, config: AuditConfig, device: torch.device) -> None:
+    def __init__(
+        self, path: Path, config: AuditConfig, device: torch.device, module: nn.Module | None = None
+    ) -> None:
         self.path = path
         self.config = config
         self.device = device
         self.notes: list[str] = []
-        self.model, self.format, example_shape = _load_file(path, config, device)
-        if isinstance(self.model, nn.Module):
-            try:
-                self.model.eval()
-            except NotImplementedError:
-                pass  # torch.export modules refuse eval(); they keep the mode they were exported in
-            for p in self.model.parameters():
-                p.requires_grad_(False)
+        if module is None:
+            self.model, self.format, example_shape = _load_file(path, config, device)
+        else:
+            self.model, self.format, example_shape = module.to(device), "in-memory nn.Module", None
+        self._frozen = _Frozen(self.model)
         self.layout = "nhwc" if config.layout == "nhwc" else "nchw"
         self.declared_shape: tuple[int, int, int] | None = None
         if example_shape is not None and len(example_shape) == 4:
@@ -211,6 +250,17 @@ class TorchModelHandle:
             torch_model=self.model,
         )
 
+    def restore(self) -> None:
+        """Give the model back in the training mode and requires_grad state it was loaded in."""
+        self._frozen.restore()
+
 
 def load_torch(path: Path, config: AuditConfig, device: torch.device) -> TorchModelHandle:
     return TorchModelHandle(path, config, device)
+
+
+def module_handle(module: nn.Module, config: AuditConfig, device: torch.device) -> TorchModelHandle:
+    """A handle on a model already in memory (library use); ``config.model`` only names it."""
+    if not isinstance(module, nn.Module):
+        raise UsageError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
+    return TorchModelHandle(Path(config.model), config, device, module=module)

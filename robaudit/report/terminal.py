@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from robaudit.results import AuditResult
+from robaudit.results import WORST_CASE, AuditResult
 
 
 def _pct(value: float | None) -> str:
@@ -76,7 +76,10 @@ def render(result: AuditResult, console: Console) -> None:
         f"({result.n_clean_correct}/{d.n_evaluated}), mean confidence {_pct(result.mean_confidence_clean)}"
     )
 
-    table = Table(title="Robustness under attack (eps on the [0, 1] pixel scale)", title_justify="left")
+    table = Table(
+        title="Robustness under attack (eps on the [0, 1] pixel scale; l0: pixels changed)",
+        title_justify="left",
+    )
     table.add_column("attack")
     table.add_column("norm")
     table.add_column("eps", justify="right")
@@ -84,7 +87,15 @@ def render(result: AuditResult, console: Console) -> None:
     table.add_column("robust err", justify="right")
     table.add_column("success", justify="right")
     table.add_column("conf on adv err", justify="right")
+    worst_rows = [r for r in result.rows if r.attack == WORST_CASE]
+    previous = None
     for row in result.rows:
+        is_worst = row.attack == WORST_CASE
+        alone = sum(1 for r in result.rows if (r.norm, r.eps) == (row.norm, row.eps)) == 2
+        if is_worst and alone and previous is not None and previous.n_robust == row.n_robust:
+            continue  # one attack in this threat model, and its row already is the worst case
+        previous = row
+        style = "bold" if is_worst else None
         table.add_row(
             row.attack,
             row.norm,
@@ -93,14 +104,24 @@ def render(result: AuditResult, console: Console) -> None:
             _pct(row.robust_error),
             _pct(row.attack_success_rate),
             _pct(row.mean_confidence_adversarial_errors),
+            style=style,
         )
     console.print(table)
+    if result.settings.get("target", "none") != "none":
+        for row in worst_rows:
+            console.print(
+                f"  targeted ({result.settings['target']}) {row.norm} eps={row.eps:g}: {row.n_target_hits} of "
+                f"{row.n_clean_correct} clean-correct samples now classified as their target",
+                highlight=False,
+            )
     if m.backend == "onnx" and any(r.n_fooled_converted is not None for r in result.rows):
         for row in result.rows:
+            if row.attack == WORST_CASE or row.norm == "l0":
+                continue
             fooled = row.n_clean_correct - row.n_robust
             console.print(
-                f"  {row.attack} eps={row.eps:g}: fooled {row.n_fooled_converted} on the converted graph, "
-                f"{fooled} confirmed on ONNX Runtime",
+                f"  {row.attack} {row.norm} eps={row.eps:g}: fooled {row.n_fooled_converted} on the converted "
+                f"graph, {fooled} confirmed on ONNX Runtime",
                 highlight=False,
             )
     console.print(Panel(result.caveat, title="What these numbers mean", border_style="cyan"))

@@ -1,0 +1,49 @@
+"""The cascade plan: which attacks run under which threat model, in which order.
+
+A threat model is a norm and a budget: an eps-ball in L∞, L2 or L1 on the [0, 1] scale, or ``l0``
+with a budget of changed pixel locations (the one-pixel attack's). Each threat model gets its own
+cascade of the attacks that apply to it, cheapest first (AutoAttack's order: later attacks only see
+the samples earlier ones could not break).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from robaudit.attacks import Attack
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    norm: str  # linf | l2 | l1 | l0
+    eps: float  # the budget; for l0, the number of pixel locations
+
+    def describe(self) -> str:
+        if self.norm == "l0":
+            n = int(self.eps)
+            return f"l0 {n} pixel{'s' if n != 1 else ''}"
+        return f"{self.norm} eps={self.eps:g}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    threat: ThreatModel
+    attacks: tuple[Attack, ...]
+
+
+def plan_cascade(
+    attacks: Sequence[Attack], norms: Sequence[str], eps_list: Sequence[float], pixels: int
+) -> list[Stage]:
+    """One stage per threat model, in the order norms x eps (ascending) then l0; attacks by cost."""
+    ordered = sorted(attacks, key=lambda a: a.cost_rank)  # stable: equal ranks keep the user's order
+    stages = []
+    for norm in norms:
+        for eps in sorted(eps_list):
+            chosen = tuple(a for a in ordered if norm in a.norms)
+            if chosen:
+                stages.append(Stage(ThreatModel(norm, float(eps)), chosen))
+    pixel_attacks = tuple(a for a in ordered if "l0" in a.norms)
+    if pixel_attacks:
+        stages.append(Stage(ThreatModel("l0", float(pixels)), pixel_attacks))
+    return stages
