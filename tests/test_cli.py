@@ -309,6 +309,59 @@ def test_float64_data_runs_with_a_note(tmp_path: Path, small_npz: Path) -> None:
     assert report["clean_accuracy"] == load_json(out8)["clean_accuracy"]
 
 
+def test_onepixel_and_targeted_pgd_through_the_cli(tmp_path: Path, small_npz: Path) -> None:
+    out = tmp_path / "out.json"
+    result = scan(
+        MNIST_CNN,
+        "--data",
+        small_npz,
+        "--attack",
+        "onepixel",
+        "--attack",
+        "pgd",
+        "--steps",
+        "10",
+        "--pixels",
+        "2",
+        "--population",
+        "16",
+        "--generations",
+        "3",
+        "--norm",
+        "linf",
+        "--norm",
+        "l2",
+        "--eps",
+        "0.3",
+        "--target",
+        "least-likely",
+        "--json",
+        out,
+    )
+    assert_ok(result)
+    text = flat(result.stdout)
+    assert "onepixel l0 2" in text and "targeted (least-likely)" in text
+    report = load_json(out)
+    keys = [(r["attack"], r["norm"], r["eps"]) for r in report["rows"]]
+    assert keys == [
+        ("pgd", "linf", 0.3),
+        ("worst-case", "linf", 0.3),
+        ("pgd", "l2", 0.3),
+        ("worst-case", "l2", 0.3),
+        ("onepixel", "l0", 2.0),
+        ("worst-case", "l0", 2.0),
+    ]
+    assert report["settings"]["threat_models"] == ["linf eps=0.3", "l2 eps=0.3", "l0 2 pixels"]
+    assert report["settings"]["onepixel"]["population"] == 16
+    assert report["settings"]["target"] == "least-likely"
+    pgd = report["rows"][0]
+    assert (
+        is_number(pgd["n_target_hits"], int)
+        and 0 < pgd["n_target_hits"] <= pgd["n_clean_correct"] - pgd["n_robust"]
+    )
+    assert report["rows"][1]["n_fooled_by_attack"] is None  # worst-case rows have no attack of their own
+
+
 # --- 6. usage errors ------------------------------------------------------------------------------------
 
 
@@ -321,6 +374,14 @@ def test_float64_data_runs_with_a_note(tmp_path: Path, small_npz: Path) -> None:
         (["--attack", "nosuch"], ["--attack", "nosuch"]),
         (["--input-range", "1,0"], ["--input-range"]),
         (["--npz-keys", "x"], ["--npz-keys"]),
+        (["--norm", "l7"], ["--norm"]),
+        (["--target", "someone"], ["--target", "least-likely"]),
+        (["--target", "10"], ["--target 10", "10 classes"]),
+        (["--attack", "art:NoSuchAttack"], ["art:NoSuchAttack", "ART has no evasion attack"]),
+        (["--attack-kwargs", "art:DeepFool={oops"], ["--attack-kwargs", "JSON"]),
+        (["--attack-kwargs", "art:DeepFool=[1]"], ["--attack-kwargs", "JSON object"]),
+        (["--attack-kwargs", "art:DeepFool={}"], ["--attack-kwargs art:DeepFool", "no such --attack"]),
+        (["--attack", "onepixel", "--population", "2"], ["--population"]),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(

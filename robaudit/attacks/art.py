@@ -65,6 +65,17 @@ class ArtAttack:
     class_name: str
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """Check the class and the keyword names now, so a typo fails before any model is loaded."""
+        accepted = inspect.signature(evasion_class(self.class_name)).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+            unknown = sorted(set(self.kwargs) - set(accepted))
+            if unknown:
+                raise UsageError(
+                    f"--attack-kwargs {self.name}: ART's {self.class_name} takes no {', '.join(unknown)}; "
+                    f"it takes {', '.join(k for k in accepted if k not in ('self', 'estimator', 'classifier'))}"
+                )
+
     @property
     def name(self) -> str:
         return f"art:{self.class_name}"

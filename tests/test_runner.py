@@ -1,0 +1,249 @@
+"""The runner's contract: cascade invariants, targeted modes, the ART pass-through, and model state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from robaudit.api import run_audit
+from robaudit.attacks import build_attack
+from robaudit.config import AuditConfig
+from robaudit.errors import UsageError
+from robaudit.plan import plan_cascade
+from robaudit.results import WORST_CASE
+from robaudit.runner import choose_targets, sample_seeds
+from tests.conftest import small_cnn
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
+HOLDOUT = SAMPLES / "mnist_holdout.npz"
+
+
+def audit(module: nn.Module, data: Path, **settings: object) -> object:
+    return run_audit(AuditConfig(model=Path("in-memory"), data=str(data), **settings), module=module)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def fragile() -> nn.Module:
+    """A random-weight CNN: fragile enough that every attack fools some samples and not others."""
+    return small_cnn(2)
+
+
+@pytest.fixture(scope="module")
+def own_label_npz(tmp_path_factory: pytest.TempPathFactory, fragile: nn.Module) -> Path:
+    """40 real MNIST images, mostly labelled with the fragile model's own prediction (so most are
+    clean-correct) and a few with a wrong label."""
+    with np.load(HOLDOUT) as npz:
+        x = npz["x"][:40]
+    with torch.no_grad():
+        y = fragile.eval()(torch.from_numpy(x.astype(np.float32) / 255).unsqueeze(1)).argmax(1).numpy()
+    y[:4] = (y[:4] + 1) % 10
+    path = tmp_path_factory.mktemp("own") / "own.npz"
+    np.savez(path, x=x, y=y)
+    return path
+
+
+# --- invariants, property-based ------------------------------------------------------------------
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    eps=st.lists(st.sampled_from([0.0, 0.01, 0.03, 0.06, 0.1]), min_size=1, max_size=3, unique=True),
+    norm=st.sampled_from(["linf", "l2"]),
+    seed=st.integers(0, 1000),
+)
+def test_cascade_invariants(
+    fragile: nn.Module, own_label_npz: Path, eps: list[float], norm: str, seed: int
+) -> None:
+    scale = 1.0 if norm == "linf" else 10.0
+    eps_t = tuple(e * scale for e in eps)
+    common = dict(norms=(norm,), eps=eps_t, seed=seed, steps=3, batch_size=16)
+    fgsm = audit(fragile, own_label_npz, attacks=("fgsm",), **common)
+    both = audit(fragile, own_label_npz, attacks=("fgsm", "pgd"), **common)
+    worst_fgsm = {r.eps: r.robust_accuracy for r in fgsm.rows if r.attack == WORST_CASE}  # type: ignore[attr-defined]
+    worst_both = {r.eps: r.robust_accuracy for r in both.rows if r.attack == WORST_CASE}  # type: ignore[attr-defined]
+    for result in (fgsm, both):
+        for row in result.rows:  # type: ignore[attr-defined]
+            assert row.robust_accuracy <= result.clean_accuracy  # type: ignore[attr-defined]
+            if row.eps == 0:
+                assert row.robust_accuracy == result.clean_accuracy  # type: ignore[attr-defined]
+    ordered = sorted(eps_t)
+    for small, large in zip(ordered, ordered[1:], strict=False):
+        assert worst_both[large] <= worst_both[small]  # a larger eps never raises the worst case
+        assert worst_fgsm[large] <= worst_fgsm[small]
+    for e in eps_t:
+        assert worst_both[e] <= worst_fgsm[e]  # adding an attack never raises the worst case
+
+
+def test_robust_requires_clean_correct(fragile: nn.Module, own_label_npz: Path) -> None:
+    """The four wrongly labelled samples can never count as robust, even at eps 0."""
+    result = audit(fragile, own_label_npz, attacks=("fgsm",), eps=(0.0,))
+    assert result.clean_accuracy == pytest.approx(36 / 40)  # type: ignore[attr-defined]
+    assert result.rows[0].n_robust == 36  # type: ignore[attr-defined]
+
+
+def test_plan_orders_attacks_by_cost_and_gives_onepixel_its_own_threat_model() -> None:
+    attacks = [build_attack(name) for name in ("onepixel", "pgd", "fgsm")]
+    stages = plan_cascade(attacks, ["linf", "l2"], [0.2, 0.1], pixels=3)
+    assert [(s.threat.norm, s.threat.eps) for s in stages] == [
+        ("linf", 0.1),
+        ("linf", 0.2),
+        ("l2", 0.1),
+        ("l2", 0.2),
+        ("l0", 3.0),
+    ]
+    assert [a.name for a in stages[0].attacks] == ["fgsm", "pgd"]
+    assert [a.name for a in stages[-1].attacks] == ["onepixel"]
+
+
+# --- targeted modes ------------------------------------------------------------------------------
+
+
+def test_random_targets_are_seeded_wrong_classes_spread_over_all_others() -> None:
+    y = torch.arange(2000) % 10
+    seeds = torch.from_numpy(sample_seeds(1, np.arange(2000)))
+    logits = torch.randn(2000, 10)
+    t, ok = choose_targets("random", logits, y, seeds)
+    assert t is not None and bool(ok.all()) and bool((t != y).all())
+    assert torch.equal(choose_targets("random", logits, y[:50], seeds[:50])[0], t[:50])  # per sample
+    counts = torch.bincount((t - y) % 10, minlength=10)
+    assert counts[0] == 0 and int(counts[1:].min()) > 150  # each of the 9 offsets about 222 times
+
+
+def test_least_likely_and_fixed_targets() -> None:
+    logits = torch.tensor([[3.0, 1.0, -2.0], [0.0, -5.0, 1.0], [-1.0, 2.0, 0.0]])
+    y = torch.tensor([0, 2, 0])
+    seeds = torch.zeros(3, dtype=torch.int64)
+    t, ok = choose_targets("least-likely", logits, y, seeds)
+    assert t is not None and t.tolist() == [2, 1, 0] and ok.tolist() == [True, True, False]
+    t, ok = choose_targets("2", logits, y, seeds)
+    assert t is not None and t.tolist() == [2, 2, 2] and ok.tolist() == [True, False, True]
+    assert choose_targets("none", logits, y, seeds)[0] is None
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd", "onepixel"])
+def test_targeted_attacks_hit_their_targets(fragile: nn.Module, own_label_npz: Path, attack: str) -> None:
+    result = audit(
+        fragile,
+        own_label_npz,
+        attacks=(attack,),
+        eps=(0.3,),
+        target="random",
+        steps=20,
+        population=60,
+        generations=10,
+    )
+    row = result.rows[0]  # type: ignore[attr-defined]
+    fooled = row.n_clean_correct - row.n_robust
+    assert row.n_target_hits is not None and 0 < row.n_target_hits <= fooled
+    if attack == "pgd":
+        assert row.n_target_hits >= 0.8 * row.n_clean_correct  # a weak model, a large budget
+
+
+def test_a_fixed_target_spares_samples_of_that_class(fragile: nn.Module, own_label_npz: Path) -> None:
+    labels = np.load(own_label_npz)["y"]
+    target = int(np.bincount(labels).argmax())
+    result = audit(fragile, own_label_npz, attacks=("pgd",), eps=(0.5,), target=str(target), steps=20)
+    row = result.rows[0]  # type: ignore[attr-defined]
+    of_target = int(((labels == target)[4:]).sum())  # clean-correct samples already of the target class
+    assert row.n_robust >= of_target
+    assert row.n_target_hits == row.n_clean_correct - row.n_robust
+
+
+def test_a_target_beyond_the_classes_is_a_usage_error(fragile: nn.Module, own_label_npz: Path) -> None:
+    with pytest.raises(UsageError, match="--target 12: the model has 10 classes"):
+        audit(fragile, own_label_npz, target="12")
+
+
+# --- the model is handed back as it came ---------------------------------------------------------
+
+
+class Dropping(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = small_cnn(4)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.body(x))
+
+
+def test_audit_runs_in_eval_mode_and_restores_the_model(own_label_npz: Path) -> None:
+    model = Dropping().train()
+    model.body.fc.weight.requires_grad_(True)
+    frozen_before = [p.requires_grad for p in model.parameters()]
+    first = audit(model, own_label_npz, attacks=("fgsm", "pgd"), eps=(0.1,), steps=5)
+    assert model.training and model.drop.training and model.body.training
+    assert [p.requires_grad for p in model.parameters()] == frozen_before
+    second = audit(model, own_label_npz, attacks=("fgsm", "pgd"), eps=(0.1,), steps=5)
+    # Dropout in training mode would make the two audits differ.
+    assert [r.n_robust for r in first.rows] == [r.n_robust for r in second.rows]  # type: ignore[attr-defined]
+    assert first.clean_accuracy == second.clean_accuracy  # type: ignore[attr-defined]
+    assert first.model.format == "in-memory Dropping"  # type: ignore[attr-defined]
+
+
+def test_the_model_is_restored_when_the_audit_fails(own_label_npz: Path) -> None:
+    model = Dropping().train()
+    with pytest.raises(UsageError):
+        audit(model, own_label_npz, target="99")
+    assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+# --- ART pass-through ----------------------------------------------------------------------------
+
+
+def test_art_pass_through_runs_an_art_attack_under_the_runner(
+    fragile: nn.Module, own_label_npz: Path
+) -> None:
+    result = audit(
+        fragile,
+        own_label_npz,
+        attacks=("art:BasicIterativeMethod",),
+        attack_kwargs={"art:BasicIterativeMethod": {"max_iter": 5, "eps_step": 0.02, "verbose": False}},
+        eps=(0.05,),
+    )
+    row = result.rows[0]  # type: ignore[attr-defined]
+    assert row.attack == "art:BasicIterativeMethod"
+    assert 0 < row.n_robust < row.n_clean_correct  # it ran with eps from the run, and fooled some
+    assert result.settings["attack_kwargs"] == {  # type: ignore[attr-defined]
+        "art:BasicIterativeMethod": {"max_iter": 5, "eps_step": 0.02, "verbose": False}
+    }
+
+
+def test_art_attack_outputs_are_held_to_the_run_eps_ball(fragile: nn.Module, own_label_npz: Path) -> None:
+    """An ART attack told to use eps 0.5 in a run at eps 0.01 is projected back onto the run's ball,
+    where FGSM's step lands exactly on the native FGSM's."""
+    kwargs = {"art:FastGradientMethod": {"eps": 0.5}}
+    art = audit(
+        fragile, own_label_npz, attacks=("art:FastGradientMethod",), eps=(0.01,), attack_kwargs=kwargs
+    )
+    native = audit(fragile, own_label_npz, attacks=("fgsm",), eps=(0.01,))
+    unprojected = audit(fragile, own_label_npz, attacks=("fgsm",), eps=(0.5,))
+    assert art.rows[0].n_robust == native.rows[0].n_robust  # type: ignore[attr-defined]
+    assert unprojected.rows[0].n_robust < native.rows[0].n_robust  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("art:NoSuchAttack", None, "ART has no evasion attack of that name"),
+        ("art:FastGradientMethod", {"no_such_setting": 1}, "takes no no_such_setting; it takes"),
+        ("art:FastGradientMethod", {"eps": -1.0}, "ART rejects the settings"),
+        ("art:", None, "write an ART class name after art:"),
+    ],
+)
+def test_art_mistakes_are_one_line_usage_errors(
+    fragile: nn.Module, own_label_npz: Path, name: str, kwargs: dict[str, object] | None, message: str
+) -> None:
+    with pytest.raises(UsageError, match=message):
+        audit(fragile, own_label_npz, attacks=(name,), attack_kwargs={name: kwargs} if kwargs else {})
+
+
+def test_kwargs_for_an_attack_not_in_the_run_are_refused(fragile: nn.Module, own_label_npz: Path) -> None:
+    with pytest.raises(UsageError, match="no such --attack in this run"):
+        audit(fragile, own_label_npz, attacks=("fgsm",), attack_kwargs={"art:DeepFool": {}})
