@@ -21,11 +21,31 @@ from robaudit.config import AuditConfig
 from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
 from robaudit.errors import InputError, UsageError
+from robaudit.gallery import magnified_perturbation, png_data_uri
+from robaudit.metrics import (
+    confidence_split,
+    median_radius,
+    per_class_accuracy,
+    radius_per_sample,
+    wilson_interval,
+)
 from robaudit.models import ModelAdapter, load_model, resolve_device
 from robaudit.models.loading import ModelHandle
 from robaudit.models.torch_model import module_handle, weights_sha256
 from robaudit.plan import Stage, plan_cascade
-from robaudit.results import SCHEMA_VERSION, WORST_CASE, AttackRow, AuditResult, DataInfo, ModelInfo
+from robaudit.results import (
+    SCHEMA_VERSION,
+    WORST_CASE,
+    AttackRow,
+    AuditResult,
+    ClassInfo,
+    Confidence,
+    DataInfo,
+    Example,
+    ModelInfo,
+    Perturbation,
+    Radius,
+)
 from robaudit.runner import AttackRecords, ProgressSink, SampleRecords, evaluate
 
 log = logging.getLogger("robaudit")
@@ -100,6 +120,25 @@ def _choose_data(config: AuditConfig, declared: tuple[int, int, int] | None, acc
     )
 
 
+def _perturbation(rec: AttackRecords, fooled: np.ndarray) -> Perturbation | None:
+    if not fooled.any():
+        return None
+    sizes = {k: getattr(rec, k)[fooled] for k in ("linf", "l2", "l0")}
+    return Perturbation(
+        n=int(fooled.sum()),
+        **{
+            f"{k}_{stat}": float(fn(v))
+            for k, v in sizes.items()
+            for stat, fn in (("mean", np.mean), ("median", np.median))
+        },
+    )
+
+
+def _ci(successes: int, n: int) -> list[float] | None:
+    interval = wilson_interval(successes, n)
+    return list(interval) if interval is not None else None
+
+
 def _row(
     name: str,
     stage: Stage,
@@ -108,6 +147,7 @@ def _row(
     rec: AttackRecords,
     backend: str,
     newly_fooled: int | None,
+    num_classes: int,
 ) -> AttackRow:
     labels = records.labels
     n = len(labels)
@@ -130,6 +170,11 @@ def _row(
         robust_error=1.0 - n_rob / n if n else 0.0,
         attack_success_rate=(n_cc - n_rob) / n_cc if n_cc else None,
         mean_confidence_adversarial_errors=float(rec.conf[wrong].mean()) if wrong.any() else None,
+        robust_accuracy_ci=_ci(n_rob, n),
+        attack_success_rate_ci=_ci(n_cc - n_rob, n_cc),
+        confidence=Confidence(*confidence_split(rec.conf, ~wrong)),
+        perturbation=_perturbation(rec, fooled),
+        per_class_robust_accuracy=per_class_accuracy(labels, robust, num_classes),
         n_fooled_by_attack=newly_fooled,
         n_target_hits=hits,
         n_fooled_converted=int((rec.fooled_converted & clean_correct).sum()) if backend == "onnx" else None,
@@ -137,16 +182,21 @@ def _row(
     )
 
 
-def _rows(records: SampleRecords, stages: list[Stage], backend: str) -> list[AttackRow]:
+def _rows(
+    records: SampleRecords, stages: list[Stage], backend: str, num_classes: int
+) -> tuple[list[AttackRow], dict[tuple[str, float], np.ndarray]]:
     """One row per (attack, threat model), cumulative along the cascade, then a worst-case row.
 
     The worst case at (norm, eps) also counts samples fooled at a smaller eps of the same norm: their
     adversarial example lies inside the larger ball too, so worst-case robust accuracy never rises with eps.
+    Also returns each threat model's worst-case fooled mask.
     """
     labels = records.labels
     clean_correct = records.clean_pred == labels
     rows: list[AttackRow] = []
+    worst_by_threat: dict[tuple[str, float], np.ndarray] = {}
     fooled_by_norm: dict[str, np.ndarray] = {}
+    carried: dict[str, AttackRecords] = {}  # per norm: each sample's record where the worst case fooled it
     for stage in stages:
         norm, eps = stage.threat.norm, stage.threat.eps
         previous = np.zeros(len(labels), bool)
@@ -155,14 +205,98 @@ def _rows(records: SampleRecords, stages: list[Stage], backend: str) -> list[Att
             rec = records.adversarial[(attack.name, norm, eps)]
             fooled = clean_correct & (rec.pred != labels)
             rows.append(
-                _row(attack.name, stage, records, fooled, rec, backend, int((fooled & ~previous).sum()))
+                _row(
+                    attack.name,
+                    stage,
+                    records,
+                    fooled,
+                    rec,
+                    backend,
+                    int((fooled & ~previous).sum()),
+                    num_classes,
+                )
             )
             previous = fooled
         assert rec is not None  # a stage always has at least one attack
-        worst = previous | fooled_by_norm.get(norm, np.zeros(len(labels), bool))
+        earlier = fooled_by_norm.get(norm, np.zeros(len(labels), bool))
+        worst = previous | earlier
+        # Samples fooled only at a smaller eps keep that stage's prediction, confidence and sizes.
+        merged = _merge(rec, carried.get(norm), earlier & ~previous)
+        carried[norm] = merged
         fooled_by_norm[norm] = worst
-        rows.append(_row(WORST_CASE, stage, records, worst, rec, backend, None))
-    return rows
+        worst_by_threat[(norm, eps)] = worst
+        rows.append(_row(WORST_CASE, stage, records, worst, merged, backend, None, num_classes))
+    return rows, worst_by_threat
+
+
+def _merge(current: AttackRecords, earlier: AttackRecords | None, take_earlier: np.ndarray) -> AttackRecords:
+    if earlier is None or not take_earlier.any():
+        return current
+    merged = AttackRecords.empty(len(take_earlier))
+    for name in ("pred", "conf", "fooled_converted", "target_hit", "linf", "l2", "l0"):
+        getattr(merged, name)[:] = np.where(take_earlier, getattr(earlier, name), getattr(current, name))
+    merged.seconds = current.seconds
+    return merged
+
+
+def _classes(records: SampleRecords, num_classes: int, names: list[str] | None) -> list[ClassInfo]:
+    labels = records.labels
+    counts = np.bincount(labels, minlength=num_classes)
+    clean = per_class_accuracy(labels, records.clean_pred == labels, num_classes)
+    return [
+        ClassInfo(
+            index=c,
+            name=names[c] if names and c < len(names) else None,
+            n=int(counts[c]),
+            clean_accuracy=clean[c],
+        )
+        for c in range(num_classes)
+    ]
+
+
+def _radius(
+    stages: list[Stage], worst: dict[tuple[str, float], np.ndarray], clean_correct: np.ndarray
+) -> list[Radius]:
+    out = []
+    for norm in dict.fromkeys(st.threat.norm for st in stages):
+        eps = sorted(st.threat.eps for st in stages if st.threat.norm == norm)
+        radius = radius_per_sample([worst[(norm, e)] for e in eps], eps, clean_correct)
+        out.append(
+            Radius(
+                norm=norm,
+                eps=eps,
+                fooled_at=[int(((radius == e) & clean_correct).sum()) for e in eps],
+                wrong_on_clean=int((~clean_correct).sum()),
+                not_fooled=int(np.isinf(radius).sum()),
+                median=median_radius(radius),
+            )
+        )
+    return out
+
+
+def _gallery(records: SampleRecords, stages: list[Stage]) -> list[Example]:
+    out = []
+    for st in stages:
+        threat = (st.threat.norm, st.threat.eps)
+        for pos, (attack, x, x_adv) in sorted(records.examples[threat].items()):
+            rec = records.adversarial[(attack, *threat)]  # the prediction the runner recomputed
+            out.append(
+                Example(
+                    sample_index=int(records.indices[pos]),
+                    attack=attack,
+                    norm=st.threat.norm,
+                    eps=st.threat.eps,
+                    label=int(records.labels[pos]),
+                    clean_pred=int(records.clean_pred[pos]),
+                    clean_conf=float(records.clean_conf[pos]),
+                    adv_pred=int(rec.pred[pos]),
+                    adv_conf=float(rec.conf[pos]),
+                    original_png=png_data_uri(x),
+                    perturbation_png=png_data_uri(magnified_perturbation(x, x_adv)),
+                    adversarial_png=png_data_uri(x_adv),
+                )
+            )
+    return out
 
 
 @dataclass
@@ -272,7 +406,7 @@ def run_audit(
         prepared.restore()
     adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices
     notes, timings, stages = prepared.notes, prepared.timings, prepared.stages
-    rows = _rows(records, stages, adapter.capabilities.backend)
+    rows, worst = _rows(records, stages, adapter.capabilities.backend, adapter.num_classes)
     clean_correct = records.clean_pred == records.labels
     timings["clean_seconds"] = round(records.clean_seconds, 4)
     timings["total_seconds"] = round(time.perf_counter() - total_start, 4)
@@ -332,6 +466,11 @@ def run_audit(
         n_clean_correct=int(clean_correct.sum()),
         mean_confidence_clean=float(records.clean_conf.mean()),
         rows=rows,
+        clean_accuracy_ci=_ci(int(clean_correct.sum()), len(clean_correct)),
+        confidence_clean=Confidence(*confidence_split(records.clean_conf, clean_correct)),
+        classes=_classes(records, adapter.num_classes, dataset.class_names),
+        radius=_radius(stages, worst, clean_correct),
+        gallery=_gallery(records, stages),
         notes=notes,
         timings=timings,
     )

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 UPPER_BOUND_CAVEAT = (
     "Robust accuracy found by attacks is an upper bound on true robust accuracy: these attacks found "
@@ -52,6 +52,74 @@ WORST_CASE = "worst-case"
 
 
 @dataclass(frozen=True)
+class Confidence:
+    """Mean top-1 softmax confidence: over all samples, on correctly classified ones, on errors."""
+
+    overall: float | None
+    correct: float | None
+    errors: float | None
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """Size of the successful adversarial perturbations (x_adv - x on the [0, 1] scale).
+
+    l0 counts changed pixel locations.
+    """
+
+    n: int
+    linf_mean: float
+    linf_median: float
+    l2_mean: float
+    l2_median: float
+    l0_mean: float
+    l0_median: float
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    index: int
+    name: str | None
+    n: int
+    clean_accuracy: float | None
+
+
+@dataclass(frozen=True)
+class Radius:
+    """Per norm: each sample's smallest swept eps at which the worst case fools it.
+
+    ``fooled_at[i]`` counts samples whose radius is ``eps[i]``; samples wrong on clean input have
+    radius 0, and ``not_fooled`` survived every eps. ``median`` is None when more than half the
+    samples survived the largest eps (the median lies above the sweep).
+    """
+
+    norm: str
+    eps: list[float]
+    fooled_at: list[int]
+    wrong_on_clean: int
+    not_fooled: int
+    median: float | None
+
+
+@dataclass(frozen=True)
+class Example:
+    """One adversarial example for the report's gallery, images as PNG data URIs."""
+
+    sample_index: int
+    attack: str
+    norm: str
+    eps: float
+    label: int
+    clean_pred: int
+    clean_conf: float
+    adv_pred: int
+    adv_conf: float
+    original_png: str
+    perturbation_png: str  # |x_adv - x| scaled to the full grey range
+    adversarial_png: str
+
+
+@dataclass(frozen=True)
 class AttackRow:
     """One (attack, norm, eps): counts over all evaluated samples.
 
@@ -72,6 +140,11 @@ class AttackRow:
     robust_error: float
     attack_success_rate: float | None  # over clean-correct samples
     mean_confidence_adversarial_errors: float | None  # mean top-1 confidence on misclassified x_adv
+    robust_accuracy_ci: list[float] | None = None  # 95% Wilson interval
+    attack_success_rate_ci: list[float] | None = None
+    confidence: Confidence | None = None  # on the adversarial inputs (clean input where none was made)
+    perturbation: Perturbation | None = None  # of the samples this row counts as fooled
+    per_class_robust_accuracy: list[float | None] = field(default_factory=list)
     n_fooled_by_attack: int | None = None  # fooled first by this attack in the cascade (None: worst case)
     n_target_hits: int | None = None  # targeted runs: clean-correct samples now classified as the target
     n_fooled_converted: int | None = None  # ONNX: fooled on the converted graph (before re-checking)
@@ -91,12 +164,47 @@ class AuditResult:
     n_clean_correct: int
     mean_confidence_clean: float
     rows: list[AttackRow]
+    clean_accuracy_ci: list[float] | None = None
+    confidence_clean: Confidence | None = None
+    classes: list[ClassInfo] = field(default_factory=list)
+    radius: list[Radius] = field(default_factory=list)
+    gallery: list[Example] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     caveat: str = UPPER_BOUND_CAVEAT
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # field order keeps schema_version first
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AuditResult:
+        """Rebuild a result from its JSON form (for re-rendering reports without re-running)."""
+
+        def conf(d: dict[str, Any] | None) -> Confidence | None:
+            return Confidence(**d) if d is not None else None
+
+        rows = [
+            AttackRow(
+                **{
+                    **r,
+                    "confidence": conf(r.get("confidence")),
+                    "perturbation": Perturbation(**r["perturbation"]) if r.get("perturbation") else None,
+                }
+            )
+            for r in data["rows"]
+        ]
+        return cls(
+            **{
+                **data,
+                "model": ModelInfo(**data["model"]),
+                "data": DataInfo(**data["data"]),
+                "rows": rows,
+                "confidence_clean": conf(data.get("confidence_clean")),
+                "classes": [ClassInfo(**c) for c in data.get("classes", [])],
+                "radius": [Radius(**r) for r in data.get("radius", [])],
+                "gallery": [Example(**e) for e in data.get("gallery", [])],
+            }
+        )
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:

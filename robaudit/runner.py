@@ -92,6 +92,12 @@ class SampleRecords:
     clean_conf: np.ndarray
     targets: np.ndarray | None  # targeted runs: each sample's target class (-1: not attacked)
     adversarial: dict[RecordKey, AttackRecords] = field(default_factory=dict)
+    # Per threat model (norm, eps): the first few successes for the report's gallery, and (when asked)
+    # every success, as {position in indices: (attack name, x, x_adv)} with images (C, H, W) on [0, 1].
+    examples: dict[tuple[str, float], dict[int, tuple[str, np.ndarray, np.ndarray]]] = field(
+        default_factory=dict
+    )
+    saved: dict[tuple[str, float], dict[int, tuple[str, np.ndarray]]] = field(default_factory=dict)
     clean_seconds: float = 0.0
 
 
@@ -142,6 +148,31 @@ def choose_targets(
     return targets, targets != y
 
 
+def _keep_examples(
+    records: SampleRecords,
+    threat: tuple[str, float],
+    attack: str,
+    positions: np.ndarray,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    gallery_size: int,
+    keep_all: bool,
+) -> None:
+    """Copy newly fooled samples' images off the device: a few for the gallery, all when asked."""
+    gallery = records.examples[threat]
+    room = max(0, gallery_size - len(gallery))
+    if not (room or keep_all) or len(positions) == 0:
+        return
+    take = len(positions) if keep_all else min(room, len(positions))
+    xs = x[:take].detach().float().cpu().numpy()
+    advs = x_adv[:take].detach().float().cpu().numpy()
+    for i, pos in enumerate(positions[:take].tolist()):
+        if len(gallery) < gallery_size:
+            gallery[pos] = (attack, xs[i], advs[i])
+        if keep_all:
+            records.saved[threat][pos] = (attack, advs[i])
+
+
 def evaluate(
     adapter: ModelAdapter,
     dataset: Dataset,
@@ -153,6 +184,8 @@ def evaluate(
     input_range: tuple[float, float],
     target: str = "none",
     progress: ProgressSink | None = None,
+    gallery_size: int = 4,
+    keep_adversarial: bool = False,
 ) -> SampleRecords:
     """Run the clean pass and every stage's cascade over all samples, one streamed batch at a time.
 
@@ -172,6 +205,9 @@ def evaluate(
     keys = [(a.name, st.threat.norm, st.threat.eps) for st in stages for a in st.attacks]
     for key in keys:
         records.adversarial[key] = AttackRecords.empty(n)
+    for st in stages:
+        records.examples[(st.threat.norm, st.threat.eps)] = {}
+        records.saved[(st.threat.norm, st.threat.eps)] = {}
     clean_task = progress.add_task("clean", n)
     tasks = {
         (a.name, st.threat.norm, st.threat.eps): progress.add_task(f"{a.name} {st.threat.describe()}", n)
@@ -235,7 +271,18 @@ def evaluate(
                             with torch.inference_mode():
                                 conv_pred = adapter.logits(x_adv).argmax(1).cpu().numpy()
                             fooled_converted[act] |= conv_pred != y_np[act]
-                        flipped = torch.from_numpy(adv_pred != y_np[act]).to(device)
+                        flipped_np = adv_pred != y_np[act]
+                        flipped = torch.from_numpy(flipped_np).to(device)
+                        _keep_examples(
+                            records,
+                            (norm, eps),
+                            attack.name,
+                            b.start + act[flipped_np],
+                            xa[flipped],
+                            x_adv[flipped],
+                            gallery_size,
+                            keep_adversarial,
+                        )
                         robust[active[flipped]] = False
                     rec.pred[b], rec.conf[b] = cur_pred, cur_conf
                     rec.fooled_converted[b] = fooled_converted
