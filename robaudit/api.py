@@ -21,6 +21,7 @@ from robaudit.config import AuditConfig
 from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
 from robaudit.errors import InputError, UsageError
+from robaudit.exports import write_adversarial, write_per_sample
 from robaudit.gallery import magnified_perturbation, png_data_uri
 from robaudit.metrics import (
     confidence_split,
@@ -401,12 +402,19 @@ def run_audit(
             input_range=config.input_range,
             target=config.target,
             progress=progress,
+            gallery_size=config.gallery_size,
+            keep_adversarial=config.adversarial_path is not None,
         )
     finally:
         prepared.restore()
     adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices
     notes, timings, stages = prepared.notes, prepared.timings, prepared.stages
     rows, worst = _rows(records, stages, adapter.capabilities.backend, adapter.num_classes)
+    if config.per_sample_path is not None:
+        write_per_sample(records, stages, config.per_sample_path)
+    if config.adversarial_path is not None:
+        saved = write_adversarial(records, config.adversarial_path)
+        notes.append(f"saved {saved} adversarial examples to {config.adversarial_path}")
     clean_correct = records.clean_pred == records.labels
     timings["clean_seconds"] = round(records.clean_seconds, 4)
     timings["total_seconds"] = round(time.perf_counter() - total_start, 4)

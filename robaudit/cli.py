@@ -190,6 +190,18 @@ def scan(
         float, typer.Option(help="Allowed ONNX Runtime vs converted-graph logit gap.")
     ] = 1e-4,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Write a self-contained HTML report (no network needed to view it).")
+    ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option(help="Write a Markdown summary (for a CI job summary or a PR comment).")
+    ] = None,
+    per_sample: Annotated[
+        Path | None, typer.Option(help="Write one JSON line per sample with every attack's outcome.")
+    ] = None,
+    save_adversarial: Annotated[
+        Path | None, typer.Option(help="Save every adversarial example found to an .npz.")
+    ] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
 ) -> None:
     """Attack MODEL on a dataset and report clean and robust accuracy."""
@@ -244,14 +256,25 @@ def scan(
                     seed=seed,
                     parity_atol=parity_atol,
                     json_path=json_path,
+                    html_path=html,
+                    markdown_path=markdown,
+                    per_sample_path=per_sample,
+                    adversarial_path=save_adversarial,
                 )
             )
         except ValidationError as exc:
             err = exc.errors()[0]
             first = str(err["loc"][0]) if err["loc"] else "option"
-            flag = {"norms": "norm", "attacks": "attack", "json_path": "json"}.get(first, first).replace(
-                "_", "-"
-            )
+            flags = {
+                "norms": "norm",
+                "attacks": "attack",
+                "json_path": "json",
+                "html_path": "html",
+                "markdown_path": "markdown",
+                "per_sample_path": "per-sample",
+                "adversarial_path": "save-adversarial",
+            }
+            flag = flags.get(first, first).replace("_", "-")
             _fail(f"--{flag}: {err['msg']}", ExitCode.USAGE_ERROR)
         _scan(config)
     except RobauditError as exc:
@@ -273,16 +296,93 @@ def _scan(config: object) -> None:
     from robaudit.api import run_audit
     from robaudit.config import AuditConfig
     from robaudit.report.terminal import RichProgress, render
-    from robaudit.results import write_json_atomic
 
     assert isinstance(config, AuditConfig)
+    outputs = {
+        "--json": config.json_path,
+        "--html": config.html_path,
+        "--markdown": config.markdown_path,
+        "--per-sample": config.per_sample_path,
+        "--save-adversarial": config.adversarial_path,
+    }
+    for flag, path in outputs.items():
+        if path is not None:
+            _check_writable(flag, path)
     console = Console()
     with RichProgress(stderr) as progress:
         result = run_audit(config, progress=progress)
     render(result, console)
-    if config.json_path is not None:
-        write_json_atomic(config.json_path, result.to_dict())
-        console.print(f"wrote {config.json_path}")
+    _write_reports(result, console, config.json_path, config.html_path, config.markdown_path)
+    for path in (config.per_sample_path, config.adversarial_path):
+        if path is not None:
+            console.print(f"wrote {path}", highlight=False)
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Fail before the audit, not after it, when an output cannot be written."""
+    import tempfile
+
+    if path.is_dir():
+        _fail(f"{flag} {path}: is a folder; give a file name", ExitCode.USAGE_ERROR)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        _fail(
+            f"{flag} {path}: cannot write there ({exc.strerror}); choose a writable folder",
+            ExitCode.USAGE_ERROR,
+        )
+
+
+def _write_reports(
+    result: object, console: Console, json_path: Path | None, html: Path | None, markdown: Path | None
+) -> None:
+    from robaudit.results import AuditResult, write_json_atomic
+
+    assert isinstance(result, AuditResult)
+    if json_path is not None:
+        write_json_atomic(json_path, result.to_dict())
+        console.print(f"wrote {json_path}", highlight=False)
+    if html is not None:
+        from robaudit.report.html import write_html
+
+        write_html(result, html)
+        console.print(f"wrote {html}", highlight=False)
+    if markdown is not None:
+        from robaudit.report.markdown import write_markdown
+
+        write_markdown(result, markdown)
+        console.print(f"wrote {markdown}", highlight=False)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def report(
+    results: Annotated[Path, typer.Argument(help="A results JSON written by robaudit scan --json.")],
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report.")] = None,
+    markdown: Annotated[Path | None, typer.Option(help="Write the Markdown summary.")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
+) -> None:
+    """Re-render reports from a saved results JSON, without re-running the audit."""
+    try:
+        from robaudit.results import load_result
+
+        result = load_result(results)
+        console = Console()
+        if html is None and markdown is None:
+            from robaudit.report.terminal import render
+
+            render(result, console)
+        _write_reports(result, console, None, html, markdown)
+    except RobauditError as exc:
+        _fail(str(exc), exc.exit_code)
+    except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+        if debug:
+            traceback.print_exc()
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback",
+            ExitCode.INTERNAL_ERROR,
+        )
 
 
 def main() -> None:

@@ -92,7 +92,14 @@ class AuditConfig(BaseModel):
     parity_atol: float = Field(default=1e-4, ge=0)
     parity_rtol: float = Field(default=1e-3, ge=0)
 
+    # Outputs. JSON, HTML and Markdown are rendered from the results object; the per-sample lines
+    # and the adversarial examples come from the runner's records.
     json_path: Path | None = None
+    html_path: Path | None = None
+    markdown_path: Path | None = None
+    per_sample_path: Path | None = None
+    adversarial_path: Path | None = None
+    gallery_size: int = Field(default=4, ge=0)
 
     @field_validator("input_range")
     @classmethod

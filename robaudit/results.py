@@ -207,6 +207,35 @@ class AuditResult:
         )
 
 
+def load_result(path: Path) -> AuditResult:
+    """Read a results JSON back, or raise an InputError naming the file and what is wrong."""
+    from robaudit.errors import InputError
+
+    path = Path(path)
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(
+            f"{path}: no such results file; give the JSON written by robaudit scan --json"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(
+            f"{path}: not a readable results JSON ({exc}); give the file robaudit scan --json wrote"
+        ) from None
+    if not isinstance(payload, dict) or "schema_version" not in payload:
+        raise InputError(f"{path}: not a robaudit results file (no schema_version)")
+    major = str(payload["schema_version"]).split(".")[0]
+    if major != SCHEMA_VERSION.split(".")[0]:
+        raise InputError(
+            f"{path}: schema_version {payload['schema_version']} is not readable by this robaudit "
+            f"(reads {SCHEMA_VERSION.split('.')[0]}.x); re-run the audit or use a matching robaudit"
+        )
+    try:
+        return AuditResult.from_dict(payload)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: results JSON does not match schema {SCHEMA_VERSION} ({exc})") from None
+
+
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     """Write to a temporary file in the same folder and rename: a crash never leaves half a report."""
     path = Path(path)

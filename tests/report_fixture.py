@@ -128,7 +128,9 @@ def fixed_result() -> AuditResult:
             ClassInfo(index=2, name=None, n=0, clean_accuracy=None),
         ],
         radius=[
-            Radius(norm="linf", eps=[0.1, 0.2], fooled_at=[70, 102], wrong_on_clean=10, not_fooled=18, median=0.2)
+            Radius(
+                norm="linf", eps=[0.1, 0.2], fooled_at=[70, 102], wrong_on_clean=10, not_fooled=18, median=0.2
+            )
         ],
         gallery=[
             Example(

@@ -124,7 +124,7 @@ def test_end_to_end_sample_model_text_and_json(tmp_path: Path) -> None:
         assert row["robust_accuracy"] == pytest.approx(row["n_robust"] / 300)
         assert row["robust_error"] == pytest.approx(1 - row["robust_accuracy"], abs=1e-12)
         assert row["n_fooled_converted"] == row["n_clean_correct"] - row["n_robust"]
-        assert f"fooled {row['n_fooled_converted']} on the converted graph" in text
+    assert "every adversarial example found on the converted graph was confirmed on ONNX Runtime" in text
     by_eps = {r["eps"]: r for r in rows}
     assert by_eps[0.2]["robust_accuracy"] <= by_eps[0.1]["robust_accuracy"]
     assert by_eps[0.2]["robust_accuracy"] < report["clean_accuracy"]  # the attack fools something
@@ -482,3 +482,58 @@ def test_scan_help_explains_eps_scale() -> None:
     assert_ok(result)
     text = flat(result.output)
     assert "--eps" in text and "[0, 1] scale" in text and "8/255" in text
+
+
+# --- 8. per-sample outputs and re-rendering ---------------------------------------------------------------
+
+
+def test_per_sample_lines_and_saved_adversarials_match_the_report(tmp_path: Path, small_npz: Path) -> None:
+    out, lines, adv = tmp_path / "r.json", tmp_path / "s.jsonl", tmp_path / "adv.npz"
+    result = scan(
+        MNIST_CNN, "--data", small_npz, "--eps", "0.1", "--eps", "0.2", "--json", out,
+        "--per-sample", lines, "--save-adversarial", adv,
+    )  # fmt: skip
+    assert_ok(result)
+    report = load_json(out)
+    records = [json.loads(line) for line in lines.read_text(encoding="utf-8").splitlines()]
+    assert [r["index"] for r in records] == list(range(64))
+    with np.load(small_npz) as npz:
+        assert [r["label"] for r in records] == npz["y"].tolist()
+    for row in (r for r in report["rows"] if r["attack"] == "fgsm"):
+        outcomes = [a for r in records for a in r["attacks"] if a["eps"] == row["eps"]]
+        assert sum(a["fooled"] for a in outcomes) == row["n_clean_correct"] - row["n_robust"]
+        assert all(a["linf"] <= row["eps"] + 1e-6 for a in outcomes)
+    with np.load(adv) as saved:
+        fooled = {(r["index"], a["eps"]) for r in records for a in r["attacks"] if a["fooled"]}
+        assert {(int(i), float(e)) for i, e in zip(saved["index"], saved["eps"], strict=True)} == fooled
+        x = np.load(small_npz)["x"].astype(np.float32) / 255
+        for k in range(len(saved["index"])):
+            delta = np.abs(saved["x_adv"][k, 0] - x[saved["index"][k]]).max()
+            assert delta <= saved["eps"][k] + 1e-6
+            assert saved["adv_pred"][k] != saved["label"][k]
+
+
+def test_report_command_rerenders_saved_results(tmp_path: Path, small_npz: Path) -> None:
+    out = tmp_path / "r.json"
+    assert_ok(scan(MNIST_CNN, "--data", small_npz, "--json", out))
+    again = runner.invoke(app, ["report", str(out)])
+    assert_ok(again)
+    first = flat(scan(MNIST_CNN, "--data", small_npz).stdout)
+    table = first[first.index("clean accuracy") : first.index("What these numbers mean")]
+    assert table in flat(again.stdout)  # the same table, from the file alone
+
+
+def test_report_command_rejects_a_foreign_file_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "other.json"
+    bad.write_text('{"hello": 1}', encoding="utf-8")
+    line = assert_one_error_line(runner.invoke(app, ["report", str(bad)]), 3)
+    assert "not a robaudit results file" in line
+    line = assert_one_error_line(runner.invoke(app, ["report", str(tmp_path / "missing.json")]), 3)
+    assert "no such results file" in line
+
+
+def test_unwritable_output_fails_before_the_audit(tmp_path: Path, small_npz: Path) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    line = assert_one_error_line(scan(MNIST_CNN, "--data", small_npz, "--json", folder), 2)
+    assert "--json" in line and "is a folder" in line

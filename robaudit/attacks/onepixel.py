@@ -27,7 +27,8 @@ import torch
 from robaudit.attacks import rng
 from robaudit.attacks.base import LogitsFn
 
-_INPUT_BYTES_PER_PASS = 1 << 27  # 128 MiB of candidate images per forward pass when not set
+_INPUT_BYTES_PER_PASS = 1 << 27  # GPU: 128 MiB of candidate images per forward pass when not set
+_CPU_INPUT_BYTES_PER_PASS = 1 << 20  # CPU: 1 MiB, so a pass is about one population of small images
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,20 @@ class OnePixel:
     population: int = 400
     generations: int = 100
     mutation: float = 0.5  # DE scale factor F
-    images_per_pass: int = 0  # 0: as many as fit in 128 MiB of input, at least one population
+    images_per_pass: int = 0  # 0: chosen per device (see _pass_size), at least one population
 
     def __post_init__(self) -> None:
         if self.pixels < 1 or self.population < 4 or self.generations < 0:
             raise ValueError("one-pixel needs pixels >= 1, population >= 4 and generations >= 0")
 
-    def _pass_size(self, image_numel: int) -> int:
+    def _pass_size(self, image_numel: int, device: torch.device) -> int:
+        """Images per forward pass. A GPU wants the largest batch that fits (128 MiB of input here);
+        a CPU is fastest on batches that stay in cache (about one population: measured 1.5x faster
+        per image at 400 than at 6,400 images on the sample LeNet)."""
         if self.images_per_pass > 0:
             return self.images_per_pass
-        return max(self.population, min(16384, _INPUT_BYTES_PER_PASS // (4 * image_numel)))
+        budget = _INPUT_BYTES_PER_PASS if device.type == "cuda" else _CPU_INPUT_BYTES_PER_PASS
+        return max(self.population, min(16384, budget // (4 * image_numel)))
 
     @staticmethod
     def _range(n: int, like: torch.Tensor) -> torch.Tensor:
@@ -81,7 +86,7 @@ class OnePixel:
         owner = torch.arange(b, device=x.device).repeat_interleave(p)
         fitness = torch.empty(b * p, device=x.device)
         success = torch.empty(b * p, dtype=torch.bool, device=x.device)
-        step = self._pass_size(x[0].numel())
+        step = self._pass_size(x[0].numel(), x.device)
         for start in range(0, b * p, step):
             sl = slice(start, start + step)
             with torch.no_grad():

@@ -8,6 +8,7 @@ from __future__ import annotations
 from types import TracebackType
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -61,19 +62,31 @@ class RichProgress:
         self._progress.advance(task, n)  # type: ignore[arg-type]
 
 
+def _ci(interval: list[float] | None) -> str:
+    return "n/a" if interval is None else f"{100 * interval[0]:.1f}-{100 * interval[1]:.1f}"
+
+
+def _threat(norm: str, eps: float) -> str:
+    return f"l0 {eps:g} px" if norm == "l0" else f"{norm} eps={eps:g}"
+
+
 def render(result: AuditResult, console: Console) -> None:
+    """The results for a reader at a terminal (80 columns or more; plain text when piped)."""
     m, d = result.model, result.data
     console.print(
-        f"[bold]model[/] {m.path} ({m.format}, input {'x'.join(map(str, m.sample_shape))} {m.layout}, "
-        f"{m.num_classes} classes, {m.output_kind})"
+        f"[bold]model[/] {escape(m.path)} ({escape(m.format)}, input {'x'.join(map(str, m.sample_shape))} "
+        f"{m.layout}, {m.num_classes} classes, {m.output_kind})"
     )
-    console.print(f"[bold]data[/]  {d.description}; evaluated {d.n_evaluated} ({d.subset})")
-    console.print(f"[bold]device[/] {result.settings['device']}, seed {result.settings['seed']}")
+    console.print(f"[bold]data[/]  {escape(d.description)}; evaluated {d.n_evaluated} ({escape(d.subset)})")
+    console.print(f"[bold]device[/] {escape(str(result.settings['device']))}, seed {result.settings['seed']}")
     for note in result.notes:
-        console.print(f"[yellow]note[/] {note}", highlight=False)
+        console.print(f"[yellow]note[/] {escape(note)}", highlight=False)
+    cc = result.confidence_clean
     console.print(
-        f"\n[bold]clean accuracy[/] {_pct(result.clean_accuracy)} "
-        f"({result.n_clean_correct}/{d.n_evaluated}), mean confidence {_pct(result.mean_confidence_clean)}"
+        f"\n[bold]clean accuracy[/] {_pct(result.clean_accuracy)} ({result.n_clean_correct}/{d.n_evaluated}, "
+        f"95% CI {_ci(result.clean_accuracy_ci)}), mean confidence {_pct(result.mean_confidence_clean)}"
+        + (f" ({_pct(cc.correct)} when right, {_pct(cc.errors)} when wrong)" if cc else ""),
+        highlight=False,
     )
 
     table = Table(
@@ -84,10 +97,9 @@ def render(result: AuditResult, console: Console) -> None:
     table.add_column("norm")
     table.add_column("eps", justify="right")
     table.add_column("robust acc", justify="right")
-    table.add_column("robust err", justify="right")
+    table.add_column("95% CI", justify="right")
     table.add_column("success", justify="right")
-    table.add_column("conf on adv err", justify="right")
-    worst_rows = [r for r in result.rows if r.attack == WORST_CASE]
+    table.add_column("conf adv err", justify="right")
     previous = None
     for row in result.rows:
         is_worst = row.attack == WORST_CASE
@@ -95,33 +107,54 @@ def render(result: AuditResult, console: Console) -> None:
         if is_worst and alone and previous is not None and previous.n_robust == row.n_robust:
             continue  # one attack in this threat model, and its row already is the worst case
         previous = row
-        style = "bold" if is_worst else None
         table.add_row(
-            row.attack,
+            escape(row.attack),
             row.norm,
             f"{row.eps:.4g}",
             _pct(row.robust_accuracy),
-            _pct(row.robust_error),
+            _ci(row.robust_accuracy_ci),
             _pct(row.attack_success_rate),
             _pct(row.mean_confidence_adversarial_errors),
-            style=style,
+            style="bold" if is_worst else None,
         )
     console.print(table)
+
+    worst_rows = [r for r in result.rows if r.attack == WORST_CASE]
     if result.settings.get("target", "none") != "none":
         for row in worst_rows:
             console.print(
-                f"  targeted ({result.settings['target']}) {row.norm} eps={row.eps:g}: {row.n_target_hits} of "
+                f"  targeted ({result.settings['target']}) {_threat(row.norm, row.eps)}: {row.n_target_hits} of "
                 f"{row.n_clean_correct} clean-correct samples now classified as their target",
                 highlight=False,
             )
-    if m.backend == "onnx" and any(r.n_fooled_converted is not None for r in result.rows):
-        for row in result.rows:
-            if row.attack == WORST_CASE or row.norm == "l0":
-                continue
-            fooled = row.n_clean_correct - row.n_robust
+    checked = [r for r in result.rows if r.n_fooled_converted is not None and r.attack != WORST_CASE]
+    if m.backend == "onnx" and checked:
+        differ = [r for r in checked if r.n_fooled_converted != r.n_clean_correct - r.n_robust]
+        if not differ:
             console.print(
-                f"  {row.attack} {row.norm} eps={row.eps:g}: fooled {row.n_fooled_converted} on the converted "
-                f"graph, {fooled} confirmed on ONNX Runtime",
+                "  every adversarial example found on the converted graph was confirmed on ONNX Runtime",
                 highlight=False,
             )
-    console.print(Panel(result.caveat, title="What these numbers mean", border_style="cyan"))
+        for row in differ:
+            console.print(
+                f"  {escape(row.attack)} {_threat(row.norm, row.eps)}: fooled {row.n_fooled_converted} on the "
+                f"converted graph, {row.n_clean_correct - row.n_robust} confirmed on ONNX Runtime",
+                highlight=False,
+            )
+    for radius in result.radius:
+        median = f"{radius.median:g}" if radius.median is not None else f"above {max(radius.eps):g}"
+        console.print(
+            f"  median robustness radius ({radius.norm}, over the swept eps): {median}; "
+            f"{radius.not_fooled} of {d.n_evaluated} samples withstood every eps",
+            highlight=False,
+        )
+
+    summary = [
+        f"Worst case at {_threat(r.norm, r.eps)}: robust accuracy {_pct(r.robust_accuracy)} "
+        f"(95% CI {_ci(r.robust_accuracy_ci)}%), {_pct(r.attack_success_rate)} of correctly classified "
+        "samples fooled."
+        for r in worst_rows
+    ]
+    console.print(
+        Panel("\n".join([*summary, "", result.caveat]), title="What these numbers mean", border_style="cyan")
+    )

@@ -1,0 +1,101 @@
+"""Per-sample outputs written from the runner's records: ``--per-sample`` JSON lines and
+``--save-adversarial`` .npz. Both are written to a temporary file and renamed, never half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from robaudit.plan import Stage
+from robaudit.runner import SampleRecords
+
+
+def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[str, object]]:
+    """One record per sample: label, clean prediction and confidence, and per (attack, norm, eps) the
+    prediction, confidence, whether it is fooled so far in that threat model's cascade, and the
+    perturbation's L∞, L2 and L0 (pixel locations) norms."""
+    lines = []
+    for pos, index in enumerate(records.indices.tolist()):
+        label = int(records.labels[pos])
+        line: dict[str, object] = {
+            "index": int(index),
+            "label": label,
+            "clean_pred": int(records.clean_pred[pos]),
+            "clean_conf": float(records.clean_conf[pos]),
+        }
+        if records.targets is not None:
+            line["target"] = int(records.targets[pos]) if records.targets[pos] >= 0 else None
+        attacks = []
+        for st in stages:
+            for attack in st.attacks:
+                rec = records.adversarial[(attack.name, st.threat.norm, st.threat.eps)]
+                attacks.append(
+                    {
+                        "attack": attack.name,
+                        "norm": st.threat.norm,
+                        "eps": st.threat.eps,
+                        "pred": int(rec.pred[pos]),
+                        "conf": float(rec.conf[pos]),
+                        "fooled": bool(records.clean_pred[pos] == label and rec.pred[pos] != label),
+                        "linf": float(rec.linf[pos]),
+                        "l2": float(rec.l2[pos]),
+                        "l0": float(rec.l0[pos]),
+                    }
+                )
+        line["attacks"] = attacks
+        lines.append(line)
+    return lines
+
+
+def write_per_sample(records: SampleRecords, stages: list[Stage], path: Path) -> None:
+    def write(fh: IO[bytes]) -> None:
+        for line in per_sample_lines(records, stages):
+            fh.write(json.dumps(line, allow_nan=False).encode("utf-8") + b"\n")
+
+    _atomic(path, write)
+
+
+def write_adversarial(records: SampleRecords, path: Path) -> int:
+    """Every adversarial example found, one entry per (sample, threat model): x_adv (N, C, H, W) float32
+    on [0, 1], with the sample index, label, adversarial prediction, attack, norm and eps. Returns N."""
+    images, index, label, adv_pred, attack, norm, eps = [], [], [], [], [], [], []
+    for (threat_norm, threat_eps), saved in records.saved.items():
+        for pos, (name, x_adv) in sorted(saved.items()):
+            images.append(x_adv.astype(np.float32))
+            index.append(int(records.indices[pos]))
+            label.append(int(records.labels[pos]))
+            adv_pred.append(int(records.adversarial[(name, threat_norm, threat_eps)].pred[pos]))
+            attack.append(name)
+            norm.append(threat_norm)
+            eps.append(threat_eps)
+    shape = next(iter(images)).shape if images else (0, 0, 0)
+    arrays = {
+        "x_adv": np.stack(images) if images else np.zeros((0, *shape), np.float32),
+        "index": np.asarray(index, np.int64),
+        "label": np.asarray(label, np.int64),
+        "adv_pred": np.asarray(adv_pred, np.int64),
+        "attack": np.asarray(attack, dtype=str),
+        "norm": np.asarray(norm, dtype=str),
+        "eps": np.asarray(eps, np.float64),
+    }
+    _atomic(path, lambda fh: np.savez_compressed(fh, **arrays))  # type: ignore[arg-type]
+    return len(images)
