@@ -149,6 +149,7 @@ def _row(
     backend: str,
     newly_fooled: int | None,
     num_classes: int,
+    seconds: float | None = None,
 ) -> AttackRow:
     labels = records.labels
     n = len(labels)
@@ -168,7 +169,7 @@ def _row(
         n_clean_correct=n_cc,
         n_robust=n_rob,
         robust_accuracy=n_rob / n if n else 0.0,
-        robust_error=1.0 - n_rob / n if n else 0.0,
+        robust_error=(n - n_rob) / n if n else 0.0,
         attack_success_rate=(n_cc - n_rob) / n_cc if n_cc else None,
         mean_confidence_adversarial_errors=float(rec.conf[wrong].mean()) if wrong.any() else None,
         robust_accuracy_ci=_ci(n_rob, n),
@@ -179,7 +180,7 @@ def _row(
         n_fooled_by_attack=newly_fooled,
         n_target_hits=hits,
         n_fooled_converted=int((rec.fooled_converted & clean_correct).sum()) if backend == "onnx" else None,
-        seconds=round(rec.seconds, 4),
+        seconds=round(rec.seconds if seconds is None else seconds, 4),
     )
 
 
@@ -226,7 +227,10 @@ def _rows(
         carried[norm] = merged
         fooled_by_norm[norm] = worst
         worst_by_threat[(norm, eps)] = worst
-        rows.append(_row(WORST_CASE, stage, records, worst, merged, backend, None, num_classes))
+        stage_seconds = sum(records.adversarial[(a.name, norm, eps)].seconds for a in stage.attacks)
+        rows.append(
+            _row(WORST_CASE, stage, records, worst, merged, backend, None, num_classes, stage_seconds)
+        )
     return rows, worst_by_threat
 
 
@@ -458,8 +462,8 @@ def run_audit(
             "onepixel": attack_settings_for("onepixel", config, stages),
             "attack_kwargs": {k: v for k, v in config.attack_kwargs.items()},
             "threat_models": [st.threat.describe() for st in stages],
-            "norms": list(config.norms),
-            "eps": list(config.eps),
+            "norms": list(dict.fromkeys(st.threat.norm for st in stages if st.threat.norm != "l0")),
+            "eps": sorted({st.threat.eps for st in stages if st.threat.norm != "l0"}),
             "eps_scale": "[0, 1] (the data's pixel range mapped to [0, 1])",
             "target": config.target,
             "input_range": list(config.input_range),

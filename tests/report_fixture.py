@@ -31,11 +31,14 @@ def _row(attack: str, eps: float, n_robust: int, fooled_by: int | None, seconds:
         n_clean_correct=n_cc,
         n_robust=n_robust,
         robust_accuracy=n_robust / n,
-        robust_error=1 - n_robust / n,
+        robust_error=(n - n_robust) / n,
         attack_success_rate=(n_cc - n_robust) / n_cc,
         mean_confidence_adversarial_errors=0.81,
         robust_accuracy_ci=[max(0.0, n_robust / n - 0.06), min(1.0, n_robust / n + 0.06)],
-        attack_success_rate_ci=[0.2, 0.4],
+        attack_success_rate_ci=[
+            max(0.0, (n_cc - n_robust) / n_cc - 0.07),
+            min(1.0, (n_cc - n_robust) / n_cc + 0.07),
+        ],
         confidence=Confidence(overall=0.7, correct=0.66, errors=0.81),
         perturbation=Perturbation(
             n=n_cc - n_robust,
