@@ -4,29 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from robaudit.atomic import write_atomic
 from robaudit.plan import Stage
 from robaudit.runner import SampleRecords
-
-
-def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[str, object]]:
@@ -71,7 +56,7 @@ def write_per_sample(records: SampleRecords, stages: list[Stage], path: Path) ->
         for line in per_sample_lines(records, stages):
             fh.write(json.dumps(line, allow_nan=False).encode("utf-8") + b"\n")
 
-    _atomic(path, write)
+    write_atomic(path, write)
 
 
 def write_adversarial(records: SampleRecords, path: Path) -> int:
@@ -97,5 +82,5 @@ def write_adversarial(records: SampleRecords, path: Path) -> int:
         "norm": np.asarray(norm, dtype=str),
         "eps": np.asarray(eps, np.float64),
     }
-    _atomic(path, lambda fh: np.savez_compressed(fh, **arrays))  # type: ignore[arg-type]
+    write_atomic(path, lambda fh: np.savez_compressed(fh, **arrays))  # type: ignore[arg-type]
     return len(images)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import robaudit.atomic as atomic
 from robaudit.api import run_audit
 from robaudit.config import AuditConfig
 from robaudit.report import markdown
@@ -206,6 +207,9 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     write_markdown(result, path)
     assert path.read_text(encoding="utf-8") == render_markdown(result)
     assert sorted(p.name for p in path.parent.iterdir()) == ["summary.md"], "no temporary file left"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file, not mkstemp's 0600
 
     # A failure while writing keeps the previous summary whole and leaves no temporary file behind.
     renames: list[tuple[str, str]] = []
@@ -215,7 +219,7 @@ def test_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         renames.append((str(src), str(dst)))
         real_replace(src, dst)
 
-    monkeypatch.setattr(markdown.os, "replace", replace)
+    monkeypatch.setattr(atomic.os, "replace", replace)
     write_markdown(dataclasses.replace(result, notes=["second"]), path)
     assert len(renames) == 1
     src, dst = renames[0]

@@ -7,11 +7,10 @@ cell.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from robaudit.atomic import write_text_atomic
 from robaudit.results import WORST_CASE, AttackRow, AuditResult
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~#])")
@@ -226,14 +225,5 @@ def render_markdown(result: AuditResult) -> str:
 
 
 def write_markdown(result: AuditResult, path: Path | str) -> None:
-    """Write the summary through a temporary file in the same folder and a rename (never half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(render_markdown(result))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the summary through a temporary file and a rename (never half a file)."""
+    write_text_atomic(path, render_markdown(result))
