@@ -34,6 +34,7 @@ from robaudit.models import ModelAdapter, load_model, resolve_device
 from robaudit.models.loading import ModelHandle
 from robaudit.models.torch_model import module_handle, weights_sha256
 from robaudit.plan import Stage, plan_cascade
+from robaudit.radius import bisect_radius
 from robaudit.results import (
     SCHEMA_VERSION,
     WORST_CASE,
@@ -260,12 +261,26 @@ def _classes(records: SampleRecords, num_classes: int, names: list[str] | None) 
 
 
 def _radius(
-    stages: list[Stage], worst: dict[tuple[str, float], np.ndarray], clean_correct: np.ndarray
+    stages: list[Stage],
+    worst: dict[tuple[str, float], np.ndarray],
+    clean_correct: np.ndarray,
+    bisect: Callable[[str, list[Attack], np.ndarray, np.ndarray], np.ndarray] | None = None,
+    bisection_steps: int = 0,
 ) -> list[Radius]:
+    """Per norm: the sweep's radius counts and median, and, with ``bisect``, the bisected median."""
     out = []
     for norm in dict.fromkeys(st.threat.norm for st in stages):
         eps = sorted(st.threat.eps for st in stages if st.threat.norm == norm)
         radius = radius_per_sample([worst[(norm, e)] for e in eps], eps, clean_correct)
+        bisected = None
+        if bisect is not None and norm != "l0":
+            grid = np.array([0.0, *eps])
+            below = grid[np.searchsorted(grid, radius, side="left") - 1].clip(min=0.0)
+            attacks = list(next(st.attacks for st in stages if st.threat.norm == norm))
+            narrowed = np.where(
+                np.isfinite(radius) & (radius > 0), bisect(norm, attacks, below, radius), radius
+            )
+            bisected = median_radius(narrowed)
         out.append(
             Radius(
                 norm=norm,
@@ -274,6 +289,8 @@ def _radius(
                 wrong_on_clean=int((~clean_correct).sum()),
                 not_fooled=int(np.isinf(radius).sum()),
                 median=median_radius(radius),
+                bisection_steps=bisection_steps if bisect is not None and norm != "l0" else 0,
+                bisected_median=bisected,
             )
         )
     return out
@@ -380,6 +397,8 @@ def _prepare_with(
         raise UsageError(
             f"--target {config.target}: the model has {adapter.num_classes} classes; give 0..{adapter.num_classes - 1}"
         )
+    if config.radius_bisect and config.target != "none":
+        raise UsageError("--radius-bisect: bisects the untargeted radius; drop --target or --radius-bisect")
     stages = plan_cascade(attacks, config.norms, config.eps, config.pixels)
     return Prepared(adapter, dataset, indices, stages, notes, timings, handle.restore)
 
@@ -414,6 +433,21 @@ def run_audit(
     adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices
     notes, timings, stages = prepared.notes, prepared.timings, prepared.stages
     rows, worst = _rows(records, stages, adapter.capabilities.backend, adapter.num_classes)
+    bisect = None
+    if config.radius_bisect > 0:
+
+        def bisect(norm: str, attacks: list[Attack], low: np.ndarray, high: np.ndarray) -> np.ndarray:
+            start = time.perf_counter()
+            narrowed = bisect_radius(
+                adapter, dataset, indices, attacks, norm, low, high,
+                steps=config.radius_bisect, seed=config.seed, input_range=config.input_range,
+                batch_size=config.batch_size,
+            )  # fmt: skip
+            timings["radius_seconds"] = round(
+                timings.get("radius_seconds", 0.0) + time.perf_counter() - start, 4
+            )
+            return narrowed
+
     if config.per_sample_path is not None:
         write_per_sample(records, stages, config.per_sample_path)
     if config.adversarial_path is not None:
@@ -481,7 +515,7 @@ def run_audit(
         clean_accuracy_ci=_ci(int(clean_correct.sum()), len(clean_correct)),
         confidence_clean=Confidence(*confidence_split(records.clean_conf, clean_correct)),
         classes=_classes(records, adapter.num_classes, dataset.class_names),
-        radius=_radius(stages, worst, clean_correct),
+        radius=_radius(stages, worst, clean_correct, bisect, config.radius_bisect),
         gallery=_gallery(records, stages),
         notes=notes,
         timings=timings,

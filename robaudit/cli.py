@@ -196,6 +196,12 @@ def scan(
     markdown: Annotated[
         Path | None, typer.Option(help="Write a Markdown summary (for a CI job summary or a PR comment).")
     ] = None,
+    radius_bisect: Annotated[
+        int,
+        typer.Option(
+            help="Narrow each sample's robustness radius between swept eps by this many bisection steps (0: off)."
+        ),
+    ] = 0,
     per_sample: Annotated[
         Path | None, typer.Option(help="Write one JSON line per sample with every attack's outcome.")
     ] = None,
@@ -259,6 +265,7 @@ def scan(
                     html_path=html,
                     markdown_path=markdown,
                     per_sample_path=per_sample,
+                    radius_bisect=radius_bisect,
                     adversarial_path=save_adversarial,
                 )
             )

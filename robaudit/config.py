@@ -100,6 +100,8 @@ class AuditConfig(BaseModel):
     per_sample_path: Path | None = None
     adversarial_path: Path | None = None
     gallery_size: int = Field(default=4, ge=0)
+    # Narrow each sample's robustness radius between swept eps by this many bisection steps (0: off).
+    radius_bisect: int = Field(default=0, ge=0, le=30)
 
     @field_validator("input_range")
     @classmethod

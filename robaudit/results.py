@@ -88,7 +88,8 @@ class Radius:
 
     ``fooled_at[i]`` counts samples whose radius is ``eps[i]``; samples wrong on clean input have
     radius 0, and ``not_fooled`` survived every eps. ``median`` is None when more than half the
-    samples survived the largest eps (the median lies above the sweep).
+    samples survived the largest eps (the median lies above the sweep). With bisection, each fooled
+    sample's interval between two swept eps is halved ``bisection_steps`` times.
     """
 
     norm: str
@@ -97,6 +98,8 @@ class Radius:
     wrong_on_clean: int
     not_fooled: int
     median: float | None
+    bisection_steps: int = 0  # 0: the sweep only
+    bisected_median: float | None = None  # median after narrowing each sample's interval by bisection
 
 
 @dataclass(frozen=True)

@@ -537,3 +537,22 @@ def test_unwritable_output_fails_before_the_audit(tmp_path: Path, small_npz: Pat
     folder.mkdir()
     line = assert_one_error_line(scan(MNIST_CNN, "--data", small_npz, "--json", folder), 2)
     assert "--json" in line and "is a folder" in line
+
+
+def test_html_and_markdown_from_scan_equal_those_rerendered_from_json(
+    tmp_path: Path, small_npz: Path
+) -> None:
+    out, html, md = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "r.md"
+    result = scan(
+        MNIST_CNN, "--data", small_npz, "--eps", "0.1", "--eps", "0.2", "--radius-bisect", "3",
+        "--json", out, "--html", html, "--markdown", md,
+    )  # fmt: skip
+    assert_ok(result)
+    assert "after 3 bisection steps" in flat(result.stdout)
+    html2, md2 = tmp_path / "again.html", tmp_path / "again.md"
+    assert_ok(runner.invoke(app, ["report", str(out), "--html", str(html2), "--markdown", str(md2)]))
+    assert html.read_bytes() == html2.read_bytes()
+    assert md.read_text(encoding="utf-8") == md2.read_text(encoding="utf-8")
+    report = load_json(out)
+    assert report["radius"][0]["bisection_steps"] == 3
+    assert "robustness radius" in md.read_text(encoding="utf-8").lower()

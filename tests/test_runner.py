@@ -247,3 +247,39 @@ def test_art_mistakes_are_one_line_usage_errors(
 def test_kwargs_for_an_attack_not_in_the_run_are_refused(fragile: nn.Module, own_label_npz: Path) -> None:
     with pytest.raises(UsageError, match="no such --attack in this run"):
         audit(fragile, own_label_npz, attacks=("fgsm",), attack_kwargs={"art:DeepFool": {}})
+
+
+# --- robustness radius by bisection --------------------------------------------------------------
+
+
+def test_bisected_radius_converges_to_the_exact_linear_radius(tmp_path: Path) -> None:
+    """On a two-class linear model FGSM finds the minimal L∞ perturbation, margin / ||w_y - w_o||_1,
+    so the bisected median must land just above the exact median radius."""
+    from robaudit.metrics import median_radius
+    from tests.test_attacks import linear_problem
+
+    model, x, _ = linear_problem(200)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every sample right on clean input, so the median is a real radius
+    data = tmp_path / "linear.npz"
+    np.savez(data, x=x.numpy(), y=y.numpy())
+    sweep = (0.05, 0.1, 0.3)
+    result = audit(model, data, attacks=("fgsm",), eps=sweep, radius_bisect=10)
+    with torch.no_grad():
+        logits = model(x)
+    w = model.fc.weight.detach()
+    margin = (logits.gather(1, y[:, None]) - logits.gather(1, (1 - y)[:, None]))[:, 0]
+    exact = (margin / (w[y] - w[1 - y]).abs().sum(1)).numpy().astype(np.float64)
+    exact = np.where(exact <= 0, 0.0, np.where(exact > max(sweep), np.inf, exact))
+    radius = result.radius[0]  # type: ignore[attr-defined]
+    assert radius.bisection_steps == 10
+    assert radius.median in sweep  # the sweep alone only knows the grid
+    assert radius.bisected_median is not None
+    expected = median_radius(exact)
+    assert expected is not None and expected not in sweep
+    assert expected <= radius.bisected_median <= expected + (0.3 - 0.1) / 2**10 + 1e-6
+
+
+def test_bisection_is_refused_for_targeted_runs(fragile: nn.Module, own_label_npz: Path) -> None:
+    with pytest.raises(UsageError, match="--radius-bisect"):
+        audit(fragile, own_label_npz, target="random", radius_bisect=3)

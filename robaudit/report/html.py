@@ -161,6 +161,11 @@ def _radius_view(radius: Radius) -> dict[str, Any]:
         "largest": eps_text(radius.norm, largest) if largest is not None else DASH,
         "median": median,
         "total": total,
+        "bisected": (
+            f"{eps_text(radius.norm, radius.bisected_median)} after {radius.bisection_steps} bisection steps"
+            if radius.bisection_steps and radius.bisected_median is not None
+            else None
+        ),
     }
 
 

@@ -106,7 +106,12 @@ def _radius_line(result: AuditResult) -> str | None:
     for r in result.radius:
         norm = escape(r.norm)
         if r.median is not None:
-            parts.append(f"{norm} {_budget(r.norm, r.median)}")
+            bisected = ""
+            if r.bisection_steps and r.bisected_median is not None:
+                bisected = (
+                    f" ({_budget(r.norm, r.bisected_median)} after {r.bisection_steps} bisection steps)"
+                )
+            parts.append(f"{norm} {_budget(r.norm, r.median)}{bisected}")
         else:
             parts.append(f"{norm} above {_budget(r.norm, max(r.eps))} (most samples survived the sweep)")
     return "Median robustness radius (smallest swept budget that fools a sample): " + "; ".join(parts)

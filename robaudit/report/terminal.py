@@ -143,6 +143,8 @@ def render(result: AuditResult, console: Console) -> None:
             )
     for radius in result.radius:
         median = f"{radius.median:g}" if radius.median is not None else f"above {max(radius.eps):g}"
+        if radius.bisection_steps and radius.bisected_median is not None:
+            median += f" ({radius.bisected_median:.4g} after {radius.bisection_steps} bisection steps)"
         console.print(
             f"  median robustness radius ({radius.norm}, over the swept eps): {median}; "
             f"{radius.not_fooled} of {d.n_evaluated} samples withstood every eps",
