@@ -10,7 +10,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from robaudit.errors import UsageError
 
@@ -38,12 +38,16 @@ def parse_eps(text: str | float | int, field: str = "--eps") -> float:
             value = float(match.group(1))
     if not (value >= 0.0):
         raise UsageError(f"{field}: {text!r} must be >= 0")
-    if value > 1.0:
+    return value
+
+
+def check_linf_eps(eps: float, field: str = "--eps") -> None:
+    """An L∞ budget above 1 would allow any image: almost always 8 meant as 8/255."""
+    if eps > 1.0:
         raise UsageError(
-            f"{field}: {text!r} is larger than 1, but eps is measured on the [0, 1] pixel scale whatever "
+            f"{field}: {eps:g} is larger than 1, but eps is measured on the [0, 1] pixel scale whatever "
             f"the data's range; for 8 grey levels of 255 write 8/255"
         )
-    return value
 
 
 class AuditConfig(BaseModel):
@@ -102,6 +106,13 @@ class AuditConfig(BaseModel):
     gallery_size: int = Field(default=4, ge=0)
     # Narrow each sample's robustness radius between swept eps by this many bisection steps (0: off).
     radius_bisect: int = Field(default=0, ge=0, le=30)
+
+    @model_validator(mode="after")
+    def _linf_eps_at_most_one(self) -> AuditConfig:
+        if "linf" in self.norms:
+            for e in self.eps:
+                check_linf_eps(e)
+        return self
 
     @field_validator("input_range")
     @classmethod

@@ -8,7 +8,7 @@ the samples earlier ones could not break).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from robaudit.attacks import Attack
@@ -33,16 +33,33 @@ class Stage:
 
 
 def plan_cascade(
-    attacks: Sequence[Attack], norms: Sequence[str], eps_list: Sequence[float], pixels: int
+    attacks: Sequence[Attack],
+    norms: Sequence[str],
+    eps_list: Sequence[float],
+    pixels: int,
+    overrides: Mapping[str, tuple[Sequence[str] | None, Sequence[float] | None]] | None = None,
 ) -> list[Stage]:
-    """One stage per threat model, in the order norms x eps (ascending) then l0; attacks by cost."""
+    """One stage per threat model, in the order norms x eps (ascending) then l0; attacks by cost.
+
+    ``overrides`` maps an attack's name to its own (norms, eps) when it should not run under every
+    threat model of the run (a profile can give PGD a larger eps than FGSM, say); None keeps the run's.
+    """
+    overrides = overrides or {}
+
+    def threats(attack: Attack) -> tuple[list[str], list[float]]:
+        own_norms, own_eps = overrides.get(attack.name, (None, None))
+        chosen_norms = [n for n in (own_norms or norms) if n in attack.norms]
+        return chosen_norms, [float(e) for e in (own_eps or eps_list)]
+
     ordered = sorted(attacks, key=lambda a: a.cost_rank)  # stable: equal ranks keep the user's order
+    all_norms = list(dict.fromkeys([*norms, *(n for a in ordered for n in threats(a)[0])]))
+    all_eps = sorted({float(e) for e in eps_list} | {e for a in ordered for e in threats(a)[1]})
     stages = []
-    for norm in norms:
-        for eps in sorted(eps_list):
-            chosen = tuple(a for a in ordered if norm in a.norms)
+    for norm in all_norms:
+        for eps in all_eps:
+            chosen = tuple(a for a in ordered if norm in threats(a)[0] and eps in threats(a)[1])
             if chosen:
-                stages.append(Stage(ThreatModel(norm, float(eps)), chosen))
+                stages.append(Stage(ThreatModel(norm, eps), chosen))
     pixel_attacks = tuple(a for a in ordered if "l0" in a.norms)
     if pixel_attacks:
         stages.append(Stage(ThreatModel("l0", float(pixels)), pixel_attacks))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from robaudit.api import run_audit
@@ -66,6 +66,8 @@ def test_pgd_is_at_least_as_strong_as_fgsm_on_the_sample_model() -> None:
 
 @settings(max_examples=15, deadline=None)
 @given(norm=st.sampled_from(["linf", "l2", "l1"]), eps=st.floats(0.0, 1.0), seed=st.integers(0, 1000))
+@example(norm="l1", eps=1.0, seed=142)  # float32 rounding of x + delta once overshot the L1 ball by 2.5e-6
+@example(norm="l2", eps=1.0, seed=142)
 def test_pgd_stays_in_the_ball_and_the_bounds(norm: str, eps: float, seed: int) -> None:
     torch.manual_seed(seed)
     model = small_cnn(seed)

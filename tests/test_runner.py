@@ -283,3 +283,10 @@ def test_bisected_radius_converges_to_the_exact_linear_radius(tmp_path: Path) ->
 def test_bisection_is_refused_for_targeted_runs(fragile: nn.Module, own_label_npz: Path) -> None:
     with pytest.raises(UsageError, match="--radius-bisect"):
         audit(fragile, own_label_npz, target="random", radius_bisect=3)
+
+
+def test_l2_and_l1_budgets_may_exceed_one_but_linf_may_not(fragile: nn.Module, own_label_npz: Path) -> None:
+    result = audit(fragile, own_label_npz, attacks=("fgsm",), norms=("l2",), eps=(2.0,))
+    assert result.rows[0].eps == 2.0  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="larger than 1.*8/255"):
+        AuditConfig(model=Path("m.onnx"), norms=("linf",), eps=(8.0,))

@@ -12,7 +12,7 @@ from typing import ClassVar
 import torch
 
 from robaudit.attacks.base import LogitsFn, input_gradient
-from robaudit.attacks.norms import ascent_direction, clip_to_bounds
+from robaudit.attacks.norms import ascent_direction, clip_to_bounds, float32_safe_eps
 
 
 @dataclass(frozen=True)
@@ -36,4 +36,5 @@ class FGSM:
         if eps == 0 or x.shape[0] == 0:
             return x.clone()
         grad = input_gradient(model, x, y, targets)
-        return clip_to_bounds(x + eps * ascent_direction(grad, norm)).detach()
+        step = float32_safe_eps(eps, norm, x[0].numel())  # eps itself for L∞
+        return clip_to_bounds(x + step * ascent_direction(grad, norm)).detach()

@@ -68,7 +68,8 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
         factor = torch.where(n > eps, eps / n.clamp_min(1e-12), torch.ones_like(n))
         return (d * factor).view_as(delta)
     if norm == "l1":
-        return project_l1(d, eps).view_as(delta)
+        # In float64: float32 cumulative sums over thousands of coordinates overshoot eps by ~1e-6.
+        return project_l1(d.double(), eps).to(delta.dtype).view_as(delta)
     raise ValueError(f"unknown norm {norm!r}")
 
 
@@ -86,6 +87,22 @@ def project_l1(d: torch.Tensor, eps: float) -> torch.Tensor:
     theta = (cumsum.gather(1, rho) - eps) / (rho + 1).to(d.dtype)
     projected = d.sign() * (a - theta).clamp_min(0)
     return torch.where(inside.unsqueeze(1), d, projected)
+
+
+def float32_safe_eps(eps: float, norm: str, numel: int) -> float:
+    """The radius to aim for so that x + delta, rounded to float32, still lies within eps.
+
+    Rounding each coordinate of x + delta (values in [0, 1]) moves it by at most 2^-25, so the stored
+    perturbation can exceed the intended one by up to 2^-25 per coordinate: numel * 2^-25 in L1 and
+    sqrt(numel) * 2^-25 in L2. That is more than the runner's 1e-6 tolerance for L1 on any real image,
+    so L1 and L2 attacks aim that much inside the ball. L∞ (2^-25 < 1e-6) needs no margin.
+    """
+    unit = 2.0**-24  # twice the worst rounding, for the rounding of delta itself
+    if norm == "l1":
+        return max(0.0, eps - numel * unit)
+    if norm == "l2":
+        return max(0.0, eps - numel**0.5 * unit)
+    return eps
 
 
 def clip_to_bounds(x_adv: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:

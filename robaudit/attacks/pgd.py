@@ -16,6 +16,7 @@ from robaudit.attacks.base import LogitsFn, succeeded
 from robaudit.attacks.norms import (
     ascent_direction,
     clip_to_bounds,
+    float32_safe_eps,
     project,
     random_start,
     sparse_l1_direction,
@@ -43,7 +44,6 @@ def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tens
 
 @dataclass(frozen=True)
 class PGD:
-    name: ClassVar[str] = "pgd"
     needs_gradients: ClassVar[bool] = True
     cost_rank: ClassVar[int] = 1
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
@@ -54,6 +54,11 @@ class PGD:
     loss: Literal["ce", "dlr"] = "ce"
     random_init: bool = True
     l1_sparsity: float = 0.05  # fraction of coordinates an L1 step moves
+
+    @property
+    def name(self) -> str:
+        """``pgd``, or ``pgd-dlr`` with the DLR loss, so both can run in one cascade (Croce & Hein 2020)."""
+        return "pgd" if self.loss == "ce" else f"pgd-{self.loss}"
 
     def _loss_and_grad(
         self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None
@@ -87,6 +92,7 @@ class PGD:
         if eps == 0 or x.shape[0] == 0:
             return x.clone()
         alpha = self.rel_step_size * eps / self.steps
+        radius = float32_safe_eps(eps, norm, x[0].numel())
         best = x.clone()
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         seed_list = [int(s) for s in seeds.cpu()]
@@ -99,7 +105,7 @@ class PGD:
             if self.random_init:
                 start = random_start(
                     tuple(xa.shape),
-                    eps,
+                    radius,
                     norm,
                     [
                         (seed_list[i] ^ (restart * 0x9E3779B97F4A7C15)) & 0x7FFFFFFFFFFFFFFF
@@ -131,7 +137,7 @@ class PGD:
                     direction = sparse_l1_direction(grad, x_adv, self.l1_sparsity)
                 else:
                     direction = ascent_direction(grad, norm)
-                x_adv = clip_to_bounds(xa + project(x_adv + alpha * direction - xa, eps, norm)).detach()
+                x_adv = clip_to_bounds(xa + project(x_adv + alpha * direction - xa, radius, norm)).detach()
             if restart == self.restarts - 1 and active.numel():
                 best[active] = x_adv  # unbroken samples: return the last iterate of the last restart
         return best.detach()
