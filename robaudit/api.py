@@ -90,11 +90,40 @@ def attack_settings(config: AuditConfig) -> dict[str, object]:
 
 
 def build_attacks(config: AuditConfig) -> list[Attack]:
+    """The run's attacks: from profile entries (each with its own settings) or from the CLI's names."""
     names = list(dict.fromkeys(config.attacks))
     for name in config.attack_kwargs:
         if name not in names:
             raise UsageError(f"--attack-kwargs {name}: no such --attack in this run; add --attack {name}")
-    return [build_attack(name, attack_settings(config), config.attack_kwargs.get(name)) for name in names]
+    defaults = attack_settings(config)
+    if config.attack_specs:
+        attacks = [
+            build_attack(
+                spec["name"], {**defaults, **spec["settings"]}, config.attack_kwargs.get(spec["name"])
+            )
+            for spec in config.attack_specs
+        ]
+    else:
+        attacks = [build_attack(name, defaults, config.attack_kwargs.get(name)) for name in names]
+    seen: set[str] = set()
+    for i, attack in enumerate(attacks):
+        if attack.name in seen:
+            raise UsageError(
+                f"attacks[{i}]: a second {attack.name}; two entries of one attack need different settings "
+                "that change its name (e.g. pgd with loss: dlr is pgd-dlr)"
+            )
+        seen.add(attack.name)
+    return attacks
+
+
+def threat_overrides(config: AuditConfig, attacks: list[Attack]) -> dict[str, tuple[object, object]]:
+    """Per-attack (norms, eps) from profile entries, keyed by the built attack's name."""
+    if not config.attack_specs:
+        return {}
+    return {
+        a.name: (spec.get("norms"), spec.get("eps"))
+        for a, spec in zip(attacks, config.attack_specs, strict=True)
+    }
 
 
 def _attack_names(stages: list[Stage]) -> list[str]:
@@ -356,6 +385,7 @@ def prepare(config: AuditConfig, module: torch.nn.Module | None = None) -> Prepa
 def _prepare_with(
     config: AuditConfig, handle: ModelHandle, attacks: list[Attack], timings: dict[str, float], start: float
 ) -> Prepared:
+    overrides = threat_overrides(config, attacks)
     declared = handle.declared_shape
     accepts_mnist = declared is None and config.data is None and handle.accepts(MNIST_SHAPE)
     data_spec = _choose_data(config, declared, accepts_mnist)
@@ -399,7 +429,7 @@ def _prepare_with(
         )
     if config.radius_bisect and config.target != "none":
         raise UsageError("--radius-bisect: bisects the untargeted radius; drop --target or --radius-bisect")
-    stages = plan_cascade(attacks, config.norms, config.eps, config.pixels)
+    stages = plan_cascade(attacks, config.norms, config.eps, config.pixels, overrides)  # type: ignore[arg-type]
     return Prepared(adapter, dataset, indices, stages, notes, timings, handle.restore)
 
 

@@ -9,8 +9,10 @@ import json
 import logging
 import sys
 import traceback
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -87,6 +89,59 @@ def _attack_kwargs(items: list[str]) -> dict[str, dict[str, object]]:
     return out
 
 
+# CLI parameter -> AuditConfig key, for the flags a profile can also set.
+_CONFIG_KEYS = {
+    "model": "model", "data": "data", "labels": "labels", "npz_keys": "npz_keys", "limit": "limit",
+    "attack": "attacks", "norm": "norms", "steps": "steps", "restarts": "restarts",
+    "rel_step_size": "rel_step_size", "loss": "loss", "pixels": "pixels", "population": "population",
+    "generations": "generations", "target": "target", "attack_kwargs": "attack_kwargs", "eps": "eps",
+    "input_range": "input_range", "mean": "mean", "std": "std", "layout": "layout", "output": "output",
+    "arch": "arch", "arch_kwargs": "arch_kwargs", "trust_model": "trust_model", "device": "device",
+    "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "json_path": "json_path",
+    "html": "html_path", "markdown": "markdown_path", "per_sample": "per_sample_path",
+    "radius_bisect": "radius_bisect", "save_adversarial": "adversarial_path", "baseline": "baseline",
+    "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path",
+}  # fmt: skip
+_ATTACK_SETTINGS = ("steps", "restarts", "rel_step_size", "loss", "pixels", "population", "generations")
+
+
+def _with_profile(
+    ctx: typer.Context, profile: str | None, cli_values: dict[str, Any], checks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The config values: the profile's, with every flag given on the command line on top.
+
+    Gate checks from flags are added to the profile's (a gate only gets stricter); flags that set an
+    attack setting (--steps, say) override it in every profile attack entry too.
+    """
+    from robaudit.profile import config_values, load_profile
+
+    if profile is None:
+        return {**cli_values, "gate_checks": tuple(checks)}
+    loaded, _ = load_profile(profile)
+    values = config_values(loaded)
+    # Compared by name: typer has vendored click, so its ParameterSource is not click's.
+    sources = {param: ctx.get_parameter_source(param) for param in _CONFIG_KEYS}
+    given = {
+        p for p, src in sources.items() if src is not None and src.name in ("COMMANDLINE", "ENVIRONMENT")
+    }
+    for param in given:
+        values[_CONFIG_KEYS[param]] = cli_values[_CONFIG_KEYS[param]]
+    specs = [dict(spec, settings=dict(spec["settings"])) for spec in values["attack_specs"]]
+    if "attack" in given:
+        specs = []
+    for spec in specs:
+        for name in _ATTACK_SETTINGS:
+            if name in given:
+                spec["settings"].pop(name, None)
+        if "norm" in given:
+            spec["norms"] = None
+        if "eps" in given:
+            spec["eps"] = None
+    values["attack_specs"] = tuple(specs)
+    values["gate_checks"] = tuple(values["gate_checks"]) + tuple(checks)
+    return values
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"robaudit {__version__}")
@@ -104,9 +159,19 @@ def _root(
 
 @app.command(epilog=EXIT_CODES_HELP)
 def scan(
+    ctx: typer.Context,
     model: Annotated[
-        Path, typer.Argument(help="Model file: .onnx, TorchScript, .pt2 (torch.export) or state_dict.")
-    ],
+        Path | None,
+        typer.Argument(
+            help="Model file: .onnx, TorchScript, .pt2 (torch.export) or state_dict. May come from --profile."
+        ),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            help="A YAML audit profile, or a built-in one: quick, standard, thorough. Flags override it."
+        ),
+    ] = None,
     data: Annotated[
         str | None,
         typer.Option(
@@ -208,6 +273,39 @@ def scan(
     save_adversarial: Annotated[
         Path | None, typer.Option(help="Save every adversarial example found to an .npz.")
     ] = None,
+    fail_under: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Gate: fail (exit 1) when METRIC@[ATTACK:]NORM:EPS is below VALUE, repeatable; e.g. "
+            "robust_accuracy@pgd:linf:0.1=0.80 or clean_accuracy=0.95. Attack defaults to worst-case."
+        ),
+    ] = None,
+    fail_over: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Gate: fail when the metric is above VALUE, e.g. attack_success_rate@linf:8/255=0.3."
+        ),
+    ] = None,
+    use_interval: Annotated[
+        bool,
+        typer.Option(help="Gate checks from flags compare the unfavourable end of the 95% interval."),
+    ] = False,
+    baseline: Annotated[
+        Path | None, typer.Option(help="Gate: a previous results JSON to compare robust accuracy against.")
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Gate with --baseline: largest allowed drop in any robust accuracy (default 0.02)."
+        ),
+    ] = None,
+    allow_mismatch: Annotated[
+        bool,
+        typer.Option(
+            help="Compare with a baseline made with another input shape, data set or attack settings."
+        ),
+    ] = False,
+    junit: Annotated[Path | None, typer.Option(help="Write the gate checks as JUnit XML.")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
 ) -> None:
     """Attack MODEL on a dataset and report clean and robust accuracy."""
@@ -229,59 +327,68 @@ def scan(
             _fail(
                 f"--npz-keys {npz_keys}: write two names, images then labels, e.g. x,y", ExitCode.USAGE_ERROR
             )
-        try:
-            config = AuditConfig.model_validate(
-                dict(
-                    model=model,
-                    data=data,
-                    labels=labels,
-                    npz_keys=keys,
-                    limit=limit,
-                    attacks=tuple(attack or ("fgsm",)),
-                    norms=tuple(norm or ("linf",)),
-                    steps=steps,
-                    restarts=restarts,
-                    rel_step_size=rel_step_size,
-                    loss=loss,
-                    pixels=pixels,
-                    population=population,
-                    generations=generations,
-                    target=target,
-                    attack_kwargs=_attack_kwargs(attack_kwargs or []),
-                    eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
-                    input_range=_pair(input_range, "--input-range"),
-                    mean=_floats(mean, "--mean"),
-                    std=_floats(std, "--std"),
-                    layout=layout,
-                    output=output,
-                    arch=arch,
-                    arch_kwargs=kwargs,
-                    trust_model=trust_model,
-                    device=device,
-                    batch_size=batch_size,
-                    seed=seed,
-                    parity_atol=parity_atol,
-                    json_path=json_path,
-                    html_path=html,
-                    markdown_path=markdown,
-                    per_sample_path=per_sample,
-                    radius_bisect=radius_bisect,
-                    adversarial_path=save_adversarial,
-                )
+        from robaudit.gate import parse_threshold
+
+        checks = [
+            asdict(replace(parse_threshold(text, "min", "--fail-under"), use_interval=use_interval))
+            for text in fail_under or []
+        ] + [
+            asdict(replace(parse_threshold(text, "max", "--fail-over"), use_interval=use_interval))
+            for text in fail_over or []
+        ]
+        cli_values: dict[str, Any] = dict(
+            model=model,
+            data=data,
+            labels=labels,
+            npz_keys=keys,
+            limit=limit,
+            attacks=tuple(attack or ("fgsm",)),
+            norms=tuple(norm or ("linf",)),
+            steps=steps,
+            restarts=restarts,
+            rel_step_size=rel_step_size,
+            loss=loss,
+            pixels=pixels,
+            population=population,
+            generations=generations,
+            target=target,
+            attack_kwargs=_attack_kwargs(attack_kwargs or []),
+            eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
+            input_range=_pair(input_range, "--input-range"),
+            mean=_floats(mean, "--mean"),
+            std=_floats(std, "--std"),
+            layout=layout,
+            output=output,
+            arch=arch,
+            arch_kwargs=kwargs,
+            trust_model=trust_model,
+            device=device,
+            batch_size=batch_size,
+            seed=seed,
+            parity_atol=parity_atol,
+            json_path=json_path,
+            html_path=html,
+            markdown_path=markdown,
+            per_sample_path=per_sample,
+            radius_bisect=radius_bisect,
+            adversarial_path=save_adversarial,
+            baseline=baseline,
+            max_drop=max_drop,
+            allow_mismatch=allow_mismatch,
+            junit_path=junit,
+        )
+        values = _with_profile(ctx, profile, cli_values, checks)
+        if values.get("model") is None:
+            _fail(
+                "MODEL: missing; give the model file as the first argument, or model.path in the --profile",
+                ExitCode.USAGE_ERROR,
             )
+        try:
+            config = AuditConfig.model_validate(values)
         except ValidationError as exc:
             err = exc.errors()[0]
             first = str(err["loc"][0]) if err["loc"] else "option"
-            flags = {
-                "norms": "norm",
-                "attacks": "attack",
-                "json_path": "json",
-                "html_path": "html",
-                "markdown_path": "markdown",
-                "per_sample_path": "per-sample",
-                "adversarial_path": "save-adversarial",
-            }
-            flag = flags.get(first, first).replace("_", "-")
+            flag = {key: param for param, key in _CONFIG_KEYS.items()}.get(first, first).replace("_", "-")
             _fail(f"--{flag}: {err['msg']}", ExitCode.USAGE_ERROR)
         _scan(config)
     except RobauditError as exc:
@@ -302,7 +409,9 @@ def scan(
 def _scan(config: object) -> None:
     from robaudit.api import run_audit
     from robaudit.config import AuditConfig
-    from robaudit.report.terminal import RichProgress, render
+    from robaudit.gate import Check, compare_baseline, evaluate_checks
+    from robaudit.report.terminal import RichProgress, render, render_gate
+    from robaudit.results import load_result
 
     assert isinstance(config, AuditConfig)
     outputs = {
@@ -311,18 +420,39 @@ def _scan(config: object) -> None:
         "--markdown": config.markdown_path,
         "--per-sample": config.per_sample_path,
         "--save-adversarial": config.adversarial_path,
+        "--junit": config.junit_path,
     }
     for flag, path in outputs.items():
         if path is not None:
             _check_writable(flag, path)
+    checks = [Check(**c) for c in config.gate_checks]
+    baseline = load_result(config.baseline) if config.baseline is not None else None  # fail before the audit
     console = Console()
     with RichProgress(stderr) as progress:
         result = run_audit(config, progress=progress)
+    outcomes = evaluate_checks(result, checks)
+    if baseline is not None:
+        outcomes += compare_baseline(
+            result,
+            baseline,
+            max_drop=0.02 if config.max_drop is None else config.max_drop,
+            allow_mismatch=config.allow_mismatch,
+            baseline_path=str(config.baseline),
+        )
     render(result, console)
+    if outcomes:
+        render_gate(outcomes, console)
     _write_reports(result, console, config.json_path, config.html_path, config.markdown_path)
     for path in (config.per_sample_path, config.adversarial_path):
         if path is not None:
             console.print(f"wrote {path}", highlight=False)
+    if config.junit_path is not None:
+        from robaudit.report.junit import write_junit
+
+        write_junit(outcomes, config.junit_path)
+        console.print(f"wrote {config.junit_path}", highlight=False)
+    if any(not o.passed for o in outcomes):
+        raise typer.Exit(ExitCode.GATE_FAILED)
 
 
 def _check_writable(flag: str, path: Path) -> None:
@@ -390,6 +520,76 @@ def report(
             f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback",
             ExitCode.INTERNAL_ERROR,
         )
+
+
+profile_app = typer.Typer(
+    help="Write, check and show YAML audit profiles.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+app.add_typer(profile_app, name="profile")
+
+
+def _profile_command(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except RobauditError as exc:
+        _fail(str(exc), exc.exit_code)
+
+
+@profile_app.command("init", epilog=EXIT_CODES_HELP)
+def profile_init(
+    file: Annotated[
+        Path | None, typer.Argument(help="Where to write the template (default: print it).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented profile template with every key."""
+
+    def action() -> None:
+        from robaudit.atomic import write_text_atomic
+        from robaudit.profile import builtin_text
+
+        text = builtin_text("template")
+        if file is None:
+            typer.echo(text, nl=False)
+            return
+        if file.exists() and not force:
+            _fail(f"{file}: already exists; pass --force to overwrite it", ExitCode.USAGE_ERROR)
+        write_text_atomic(file, text)
+        typer.echo(f"wrote {file}")
+
+    _profile_command(action)
+
+
+@profile_app.command("validate", epilog=EXIT_CODES_HELP)
+def profile_validate(
+    file: Annotated[str, typer.Argument(help="A profile file, or a built-in name.")],
+) -> None:
+    """Check a profile without running it: exit 0 when valid, 2 with one line naming the field when not."""
+
+    def action() -> None:
+        from robaudit.profile import load_profile
+
+        load_profile(file)
+        typer.echo(f"{file}: valid")
+
+    _profile_command(action)
+
+
+@profile_app.command("show", epilog=EXIT_CODES_HELP)
+def profile_show(
+    file: Annotated[str, typer.Argument(help="A profile file, or a built-in name.")],
+) -> None:
+    """Print the fully resolved profile as YAML, with every default filled in."""
+
+    def action() -> None:
+        import yaml
+
+        from robaudit.profile import load_profile, resolved
+
+        loaded, _ = load_profile(file)
+        typer.echo(yaml.safe_dump(resolved(loaded), sort_keys=False, default_flow_style=False), nl=False)
+
+    _profile_command(action)
 
 
 def main() -> None:

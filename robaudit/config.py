@@ -87,6 +87,9 @@ class AuditConfig(BaseModel):
     target: str = "none"
     # Keyword arguments per attack name, e.g. {"art:DeepFool": {"max_iter": 20}}.
     attack_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # From a profile: one entry per attack, {"name", "settings", "norms", "eps"}; settings override the
+    # run-wide ones above for that attack, and norms/eps (when not None) its threat models.
+    attack_specs: tuple[dict[str, Any], ...] = ()
 
     device: str = "auto"
     batch_size: int = Field(default=256, gt=0)
@@ -106,6 +109,13 @@ class AuditConfig(BaseModel):
     gallery_size: int = Field(default=4, ge=0)
     # Narrow each sample's robustness radius between swept eps by this many bisection steps (0: off).
     radius_bisect: int = Field(default=0, ge=0, le=30)
+
+    # The gate: threshold checks (robaudit.gate.Check fields), and regression against a baseline.
+    gate_checks: tuple[dict[str, Any], ...] = ()
+    baseline: Path | None = None
+    max_drop: float | None = Field(default=None, ge=0, le=1)
+    allow_mismatch: bool = False
+    junit_path: Path | None = None
 
     @model_validator(mode="after")
     def _linf_eps_at_most_one(self) -> AuditConfig:

@@ -60,7 +60,9 @@ def plan_cascade(
             chosen = tuple(a for a in ordered if norm in threats(a)[0] and eps in threats(a)[1])
             if chosen:
                 stages.append(Stage(ThreatModel(norm, eps), chosen))
-    pixel_attacks = tuple(a for a in ordered if "l0" in a.norms)
-    if pixel_attacks:
-        stages.append(Stage(ThreatModel("l0", float(pixels)), pixel_attacks))
+    # An L0 attack's budget is its own pixel count (a profile can run one-pixel with 3 pixels).
+    budgets = sorted({int(getattr(a, "pixels", pixels)) for a in ordered if "l0" in a.norms})
+    for k in budgets:
+        chosen = tuple(a for a in ordered if "l0" in a.norms and int(getattr(a, "pixels", pixels)) == k)
+        stages.append(Stage(ThreatModel("l0", float(k)), chosen))
     return stages

@@ -88,7 +88,7 @@ def test_robust_requires_clean_correct(fragile: nn.Module, own_label_npz: Path) 
 
 
 def test_plan_orders_attacks_by_cost_and_gives_onepixel_its_own_threat_model() -> None:
-    attacks = [build_attack(name) for name in ("onepixel", "pgd", "fgsm")]
+    attacks = [build_attack(name, {"pixels": 3}) for name in ("onepixel", "pgd", "fgsm")]
     stages = plan_cascade(attacks, ["linf", "l2"], [0.2, 0.1], pixels=3)
     assert [(s.threat.norm, s.threat.eps) for s in stages] == [
         ("linf", 0.1),

@@ -5,7 +5,9 @@ Reads only the AuditResult. Rich drops colour codes by itself when output is pip
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -21,6 +23,9 @@ from rich.progress import (
 from rich.table import Table
 
 from robaudit.results import WORST_CASE, AuditResult
+
+if TYPE_CHECKING:
+    from robaudit.gate import CheckOutcome
 
 
 def _pct(value: float | None) -> str:
@@ -160,3 +165,17 @@ def render(result: AuditResult, console: Console) -> None:
     console.print(
         Panel("\n".join([*summary, "", result.caveat]), title="What these numbers mean", border_style="cyan")
     )
+
+
+def render_gate(outcomes: Sequence[CheckOutcome], console: Console) -> None:
+    """One line per gate check, then the verdict."""
+    failed = [o for o in outcomes if not o.passed]
+    for o in outcomes:
+        mark = "[green]pass[/]" if o.passed else "[red]FAIL[/]"
+        console.print(f"{mark} {escape(o.name)}: {escape(o.message)}", highlight=False)
+    verdict = (
+        f"[bold red]gate failed[/]: {len(failed)} of {len(outcomes)} checks"
+        if failed
+        else f"[bold green]gate passed[/]: {len(outcomes)} checks"
+    )
+    console.print(verdict, highlight=False)
