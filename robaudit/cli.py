@@ -48,6 +48,14 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line: the last line of a multi-line one (TorchScript puts its
+    own traceback first and the actual error last)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _pair(text: str, flag: str) -> tuple[float, float]:
     parts = text.split(",")
     try:
@@ -401,7 +409,7 @@ def scan(
         if debug:
             traceback.print_exc()
         _fail(
-            f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback",
+            f"internal error: {type(exc).__name__}: {_one_line(exc)}; rerun with --debug for the traceback",
             ExitCode.INTERNAL_ERROR,
         )
 
@@ -430,6 +438,12 @@ def _scan(config: object) -> None:
     console = Console()
     with RichProgress(stderr) as progress:
         result = run_audit(config, progress=progress)
+    render(result, console)
+    # Reports first: a baseline that turns out not to match must not cost the finished audit.
+    _write_reports(result, console, config.json_path, config.html_path, config.markdown_path)
+    for path in (config.per_sample_path, config.adversarial_path):
+        if path is not None:
+            console.print(f"wrote {path}", highlight=False)
     outcomes = evaluate_checks(result, checks)
     if baseline is not None:
         outcomes += compare_baseline(
@@ -439,17 +453,12 @@ def _scan(config: object) -> None:
             allow_mismatch=config.allow_mismatch,
             baseline_path=str(config.baseline),
         )
-    render(result, console)
     if outcomes:
         render_gate(outcomes, console)
-    _write_reports(result, console, config.json_path, config.html_path, config.markdown_path)
-    for path in (config.per_sample_path, config.adversarial_path):
-        if path is not None:
-            console.print(f"wrote {path}", highlight=False)
     if config.junit_path is not None:
         from robaudit.report.junit import write_junit
 
-        write_junit(outcomes, config.junit_path)
+        write_junit(outcomes, config.junit_path, timestamp=result.created_utc)
         console.print(f"wrote {config.junit_path}", highlight=False)
     if any(not o.passed for o in outcomes):
         raise typer.Exit(ExitCode.GATE_FAILED)
@@ -517,7 +526,7 @@ def report(
         if debug:
             traceback.print_exc()
         _fail(
-            f"internal error: {type(exc).__name__}: {exc}; rerun with --debug for the traceback",
+            f"internal error: {type(exc).__name__}: {_one_line(exc)}; rerun with --debug for the traceback",
             ExitCode.INTERNAL_ERROR,
         )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from robaudit.config import Norm, parse_eps
 from robaudit.errors import UsageError
@@ -113,6 +113,16 @@ class GateCheckEntry(_Section):
     def _eps(cls, value: float | str | None) -> float | None:
         vals = _eps_values([value]) if value is not None else None
         return vals[0] if vals else None
+
+    @model_validator(mode="after")
+    def _complete(self) -> GateCheckEntry:
+        if self.min is None and self.max is None:
+            raise ValueError("give min or max (or both)")
+        if self.metric == "clean_accuracy" and (self.norm is not None or self.eps is not None):
+            raise ValueError("clean_accuracy takes no norm or eps")
+        if self.metric != "clean_accuracy" and (self.norm is None or self.eps is None):
+            raise ValueError(f"{self.metric} needs norm and eps to pick the row, e.g. norm: linf, eps: 8/255")
+        return self
 
 
 class GateSection(_Section):

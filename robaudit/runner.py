@@ -297,4 +297,11 @@ def evaluate(
         ) from None
     except MemoryError:
         raise ResourceError(f"out of host memory at --batch-size {batch_size}; lower --batch-size") from None
+    except RuntimeError as exc:
+        # PyTorch reports a failed host allocation as a RuntimeError, not a MemoryError.
+        if "can't allocate memory" in str(exc) or "not enough memory" in str(exc):
+            raise ResourceError(
+                f"out of host memory at --batch-size {batch_size}; lower --batch-size"
+            ) from None
+        raise
     return records

@@ -556,3 +556,104 @@ def test_html_and_markdown_from_scan_equal_those_rerendered_from_json(
     report = load_json(out)
     assert report["radius"][0]["bisection_steps"] == 3
     assert "robustness radius" in md.read_text(encoding="utf-8").lower()
+
+
+# --- 9. the gate, the baseline and the remaining exit codes -----------------------------------------------
+
+
+def test_gate_passes_with_exit_0_and_fails_with_exit_1(tmp_path: Path, small_npz: Path) -> None:
+    junit, out = tmp_path / "gate.xml", tmp_path / "r.json"
+    ok = scan(MNIST_CNN, "--data", small_npz, "--fail-under", "clean_accuracy=0.5", "--junit", junit)
+    assert_ok(ok)
+    assert "gate passed: 1 checks" in flat(ok.stdout)
+    failed = scan(
+        MNIST_CNN, "--data", small_npz, "--eps", "0.2", "--json", out, "--junit", junit,
+        "--fail-under", "robust_accuracy@linf:0.2=0.99", "--fail-over", "attack_success_rate@fgsm:linf:0.2=0.9",
+    )  # fmt: skip
+    assert failed.exit_code == 1, failed.output
+    text = flat(failed.stdout)
+    assert "gate failed" in text and "FAIL robust_accuracy@worst-case:linf:0.2 >= 0.99" in text
+    assert out.exists()  # the reports are written before the exit
+    xml = junit.read_text(encoding="utf-8")
+    assert xml.count("<testcase") == 2 and xml.count("<failure") >= 1
+
+
+def test_baseline_regression_and_mismatch_refusal(tmp_path: Path, small_npz: Path) -> None:
+    base = tmp_path / "base.json"
+    assert_ok(scan(MNIST_CNN, "--data", small_npz, "--eps", "0.1", "--json", base))
+    same = scan(MNIST_CNN, "--data", small_npz, "--eps", "0.1", "--baseline", base)
+    assert_ok(same)
+    # A weaker model (the baseline claims 0.3 more robust accuracy) fails the regression gate.
+    payload = json.loads(base.read_text(encoding="utf-8"))
+    for row in payload["rows"]:
+        row["robust_accuracy"] = min(1.0, row["robust_accuracy"] + 0.3)
+    better = tmp_path / "better.json"
+    better.write_text(json.dumps(payload), encoding="utf-8")
+    regressed = scan(
+        MNIST_CNN, "--data", small_npz, "--eps", "0.1", "--baseline", better, "--max-drop", "0.02"
+    )
+    assert regressed.exit_code == 1, regressed.output
+    # Another data set: refused (exit 3, one line) unless --allow-mismatch.
+    other = tmp_path / "other.npz"
+    with np.load(small_npz) as npz:
+        np.savez(other, x=npz["x"][:40], y=npz["y"][:40])
+    line = assert_one_error_line_anywhere(
+        scan(MNIST_CNN, "--data", other, "--eps", "0.1", "--baseline", base), 3
+    )
+    assert str(base) in line and "--allow-mismatch" in line
+    allowed = scan(MNIST_CNN, "--data", other, "--eps", "0.1", "--baseline", base, "--allow-mismatch")
+    assert allowed.exit_code in (0, 1), allowed.output
+    assert "mismatch" in flat(allowed.stdout).lower() or "differ" in flat(allowed.stdout).lower()
+
+
+def assert_one_error_line_anywhere(result: Any, code: int) -> str:
+    """Exit ``code`` with exactly one error line on stderr (the audit's own output may precede it)."""
+    assert result.exit_code == code, f"exit {result.exit_code}, wanted {code}: {result.output}"
+    assert "Traceback" not in result.output
+    errors = [line for line in stderr_of(result).splitlines() if line.startswith("robaudit: error: ")]
+    assert len(errors) == 1, stderr_of(result)
+    return errors[0]
+
+
+def _misbehaving_model(tmp_path: Path, kind: str) -> Path:
+    class Allocates(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.requires_grad:
+                x = x + torch.zeros(1 << 42, dtype=torch.float32).sum()  # 16 TiB: no host has it
+            return self.fc(x.flatten(1))
+
+    class Raises(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.requires_grad:
+                raise ValueError("a bug in the model's gradient path")
+            return self.fc(x.flatten(1))
+
+    module = (Allocates if kind == "memory" else Raises)().eval()
+    path = tmp_path / f"{kind}.pt"
+    torch.jit.save(torch.jit.script(module), str(path))
+    return path
+
+
+def test_out_of_memory_during_the_attack_exits_5(tmp_path: Path, small_npz: Path) -> None:
+    out = tmp_path / "r.json"
+    line = assert_one_error_line_anywhere(
+        scan(_misbehaving_model(tmp_path, "memory"), "--data", small_npz, "--json", out), 5
+    )
+    assert "out of host memory" in line and "--batch-size" in line
+    assert not out.exists()
+
+
+def test_an_unexpected_failure_exits_70_with_a_pointer_to_debug(tmp_path: Path, small_npz: Path) -> None:
+    model = _misbehaving_model(tmp_path, "raises")
+    line = assert_one_error_line_anywhere(scan(model, "--data", small_npz), 70)
+    assert "internal error" in line and "--debug" in line
+    debug = scan(model, "--data", small_npz, "--debug")
+    assert debug.exit_code == 70 and "Traceback" in debug.output

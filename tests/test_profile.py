@@ -1,0 +1,258 @@
+"""YAML audit profiles: parsing, one-line errors with field paths, built-ins, commands, CLI precedence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from robaudit.cli import app
+from robaudit.errors import UsageError
+from robaudit.profile import BUILTIN, config_values, load_profile, parse_profile
+from tests.conftest import HOLDOUT, SAMPLES
+
+runner = CliRunner()
+MODEL = SAMPLES / "mnist_cnn.onnx"
+
+
+def invoke(*args: object) -> Any:
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result: Any, code: int) -> str:
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("robaudit: error: "), lines
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+
+def test_a_full_profile_becomes_config_values() -> None:
+    text = """
+version: 1
+model: {path: m.onnx, output: logits}
+preprocessing: {input_range: [0, 255], mean: [0.5], std: [0.25]}
+data: {path: d.npz, limit: 50}
+attacks:
+  - name: fgsm
+  - name: pgd
+    steps: 7
+    loss: dlr
+    eps: [16/255]
+  - name: onepixel
+    pixels: 2
+threat: {norms: [linf, l2], eps: [8/255, 0.5], target: least-likely}
+device: cpu
+batch_size: 32
+seed: 9
+gate:
+  checks: [{metric: robust_accuracy, norm: linf, eps: 8/255, min: 0.5}]
+  max_drop: 0.01
+reports: {json: out/r.json, junit: out/g.xml, radius_bisect: 2}
+"""
+    values = config_values(parse_profile(text, "p.yaml"))
+    assert values["model"] == "m.onnx" and values["output"] == "logits"
+    assert values["input_range"] == (0.0, 255.0) and values["mean"] == (0.5,) and values["std"] == (0.25,)
+    assert values["data"] == "d.npz" and values["limit"] == 50
+    assert values["eps"] == (8 / 255, 0.5) and values["norms"] == ("linf", "l2")
+    assert values["target"] == "least-likely" and values["seed"] == 9 and values["batch_size"] == 32
+    pgd = values["attack_specs"][1]
+    assert pgd["settings"] == {"steps": 7, "loss": "dlr"} and pgd["eps"] == (16 / 255,)
+    assert values["attack_specs"][2]["settings"] == {"pixels": 2}
+    assert values["gate_checks"][0]["eps"] == 8 / 255 and values["gate_checks"][0]["min"] == 0.5
+    assert values["max_drop"] == 0.01 and values["json_path"] == "out/r.json" and values["radius_bisect"] == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("version: 2\n", "version: this robaudit reads version 1"),
+        ("seed: 1\n", "version: missing"),
+        ("- 1\n- 2\n", "a profile is a mapping"),
+        ("version: 1\nsed: 3\n", "sed: unknown key"),
+        ("version: 1\nattacks:\n  - name: fgsm\n  - name: pgd\n    eps: [-0.1]\n", "attacks[1].eps"),
+        ("version: 1\nattacks:\n  - name: pgd\n    steps: 0\n", "attacks[0].steps"),
+        ("version: 1\nattacks:\n  - name: pgd\n    stpes: 10\n", "attacks[0].stpes: unknown key"),
+        ("version: 1\nthreat:\n  eps: [abc]\n", "threat.eps"),
+        ("version: 1\nthreat:\n  norms: [l3]\n", "threat.norms[0]"),
+        ("version: 1\ngate:\n  checks:\n    - {metric: accuracy}\n", "gate.checks[0].metric"),
+        ("version: 1\ngate:\n  checks:\n    - {metric: robust_accuracy, min: 2}\n", "gate.checks[0].min"),
+        ("version: 1\nseed: 1\nseed: 2\n", "duplicate key 'seed'"),
+        ("version: 1\nmodel:\n  path: a\n  path: b\n", "duplicate key 'path'"),
+        ("version: 1\nmodel: [unclosed\n", "not valid YAML"),
+        ("version: 1\nx: !!python/object/apply:os.system [echo]\n", "not valid YAML"),
+    ],
+)
+def test_invalid_profiles_are_one_line_errors_naming_the_field(text: str, expected: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_profile(text, "audit.yaml")
+    message = str(info.value)
+    assert message.startswith("audit.yaml: ") and expected in message, message
+    assert "\n" not in message
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.text(
+        alphabet=st.sampled_from(list("version: 1\n-[]{}&*!|>'\"#%@`,?abcdeps.0123456789 \t")), max_size=200
+    )
+)
+def test_the_loader_never_raises_anything_but_a_usage_error(text: str) -> None:
+    try:
+        parse_profile(text, "fuzz.yaml")
+    except UsageError as exc:
+        assert "\n" not in str(exc)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=12,
+    )
+)
+def test_any_yaml_document_is_a_profile_or_a_usage_error(document: object) -> None:
+    body = {"version": 1, "attacks": document} if isinstance(document, list) else document
+    try:
+        parse_profile(yaml.safe_dump(body), "fuzz.yaml")
+    except UsageError as exc:
+        assert "\n" not in str(exc)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_profiles_load_and_say_what_they_run(name: str) -> None:
+    profile, source = load_profile(name)
+    names = [a.name for a in profile.attacks]
+    expected = {
+        "quick": ["fgsm", "pgd"],
+        "standard": ["fgsm", "pgd", "onepixel"],
+        "thorough": ["pgd", "pgd", "onepixel"],
+    }[name]
+    assert names == expected and source == name
+    if name == "thorough":
+        assert [a.loss for a in profile.attacks[:2]] == ["ce", "dlr"]
+        assert profile.attacks[0].steps == 100 and profile.attacks[0].restarts == 5
+        assert profile.attacks[2].pixels == 3 and profile.data.limit is None
+    if name == "quick":
+        assert profile.attacks[1].steps == 10 and profile.data.limit == 500
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def test_init_writes_a_template_that_validates_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "audit.yaml"
+    result = invoke("profile", "init", path)
+    assert result.exit_code == 0, result.output
+    text = path.read_text(encoding="utf-8")
+    assert text.count("#") > 20  # commented
+    assert invoke("profile", "validate", path).exit_code == 0
+    assert "already exists" in one_error_line(invoke("profile", "init", path), 2)
+    assert invoke("profile", "init", path, "--force").exit_code == 0
+    printed = invoke("profile", "init")
+    assert printed.exit_code == 0 and printed.stdout == text
+
+
+def test_validate_reports_the_field_path_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "version: 1\nattacks:\n  - name: fgsm\n  - name: pgd\n    restarts: -1\n", encoding="utf-8"
+    )
+    line = one_error_line(invoke("profile", "validate", path), 2)
+    assert f"{path}: attacks[1].restarts:" in line
+    assert "no such file" in one_error_line(invoke("profile", "validate", tmp_path / "missing.yaml"), 2)
+
+
+def test_show_fills_in_defaults_and_its_output_is_a_valid_profile(tmp_path: Path) -> None:
+    result = invoke("profile", "show", "standard")
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    pgd = shown["attacks"][1]
+    assert pgd["steps"] == 50 and pgd["rel_step_size"] == 2.5 and pgd["restarts"] == 1 and pgd["loss"] == "ce"
+    assert pgd["eps"] == [pytest.approx(8 / 255)]
+    assert shown["batch_size"] == 256 and shown["device"] == "auto" and shown["reports"]["gallery_size"] == 4
+    path = tmp_path / "shown.yaml"
+    path.write_text(result.stdout, encoding="utf-8")
+    assert invoke("profile", "validate", path).exit_code == 0
+
+
+# --- scan with a profile -------------------------------------------------------------------------
+
+
+def write_profile(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "audit.yaml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_scan_runs_a_profile_and_flags_override_it(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    profile = write_profile(
+        tmp_path,
+        f"""version: 1
+model: {{path: {MODEL}}}
+data: {{path: {HOLDOUT}, limit: 60}}
+attacks:
+  - name: fgsm
+  - name: pgd
+    steps: 3
+threat: {{eps: [0.2]}}
+seed: 4
+reports: {{json: {out}}}
+""",
+    )
+    result = invoke("scan", "--profile", profile)
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["data"]["n_evaluated"] == 60 and report["settings"]["eps"] == [0.2]
+    assert report["settings"]["pgd"]["steps"] == 3 and report["settings"]["seed"] == 4
+
+    # Flags win: eps, steps (also inside the profile's pgd entry), the limit and the seed.
+    result = invoke(
+        "scan", "--profile", profile, "--eps", "0.1", "--steps", "2", "--limit", "40", "--seed", "5"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert report["data"]["n_evaluated"] == 40 and report["settings"]["eps"] == [0.1]
+    assert report["settings"]["pgd"]["steps"] == 2 and report["settings"]["seed"] == 5
+    assert report["settings"]["attacks"] == ["fgsm", "pgd"]  # not given on the command line: the profile's
+
+    result = invoke("scan", "--profile", profile, "--attack", "fgsm")
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text(encoding="utf-8"))["settings"]["attacks"] == ["fgsm"]
+
+
+def test_a_model_argument_overrides_the_profile_and_one_is_required(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, f"version: 1\ndata: {{path: {HOLDOUT}, limit: 20}}\n")
+    assert "MODEL: missing" in one_error_line(invoke("scan", "--profile", profile), 2)
+    result = invoke("scan", SAMPLES / "mnist_cnn.pt", "--profile", profile)
+    assert result.exit_code == 0, result.output
+    assert "mnist_cnn.pt" in result.stdout
+
+
+def test_thorough_runs_pgd_under_both_losses(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    result = invoke(
+        "scan", MODEL, "--profile", "thorough", "--data", HOLDOUT, "--limit", "20", "--eps", "0.1",
+        "--steps", "2", "--restarts", "1", "--generations", "1", "--population", "8", "--json", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert [(r["attack"], r["norm"]) for r in report["rows"]] == [
+        ("pgd", "linf"),
+        ("pgd-dlr", "linf"),
+        ("worst-case", "linf"),
+        ("onepixel", "l0"),
+        ("worst-case", "l0"),
+    ]
+    assert report["rows"][3]["eps"] == 3.0  # the profile's 3 pixels
