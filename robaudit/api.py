@@ -8,7 +8,7 @@ import logging
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import torch
 
 from robaudit import __version__
 from robaudit.attacks import Attack, build_attack
+from robaudit.checks import reliability_flags
 from robaudit.config import AuditConfig
 from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
@@ -493,7 +494,7 @@ def run_audit(
     if module is not None:
         model_format = f"in-memory {type(module).__name__}"
     subset = "all" if len(indices) == len(dataset) else f"seeded stratified subset, seed {config.seed}"
-    return AuditResult(
+    result = AuditResult(
         schema_version=SCHEMA_VERSION,
         robaudit_version=__version__,
         created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -550,3 +551,4 @@ def run_audit(
         notes=notes,
         timings=timings,
     )
+    return replace(result, flags=reliability_flags(result))

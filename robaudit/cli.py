@@ -108,7 +108,7 @@ _CONFIG_KEYS = {
     "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "json_path": "json_path",
     "html": "html_path", "markdown": "markdown_path", "per_sample": "per_sample_path",
     "radius_bisect": "radius_bisect", "save_adversarial": "adversarial_path", "baseline": "baseline",
-    "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path",
+    "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path", "strict": "strict",
 }  # fmt: skip
 _ATTACK_SETTINGS = ("steps", "restarts", "rel_step_size", "loss", "pixels", "population", "generations")
 
@@ -314,6 +314,10 @@ def scan(
         ),
     ] = False,
     junit: Annotated[Path | None, typer.Option(help="Write the gate checks as JUnit XML.")] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(help="Exit 4 when a reliability flag fires (the numbers may overstate robustness)."),
+    ] = False,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
 ) -> None:
     """Attack MODEL on a dataset and report clean and robust accuracy."""
@@ -384,6 +388,7 @@ def scan(
             max_drop=max_drop,
             allow_mismatch=allow_mismatch,
             junit_path=junit,
+            strict=strict,
         )
         values = _with_profile(ctx, profile, cli_values, checks)
         if values.get("model") is None:
@@ -460,6 +465,12 @@ def _scan(config: object) -> None:
 
         write_junit(outcomes, config.junit_path, timestamp=result.created_utc)
         console.print(f"wrote {config.junit_path}", highlight=False)
+    if config.strict and result.flags:
+        # Unreliable numbers make the gate's verdict meaningless, so exit 4 outranks exit 1.
+        console.print(
+            f"[bold yellow]unreliable evaluation[/]: {len(result.flags)} reliability flags (--strict)"
+        )
+        raise typer.Exit(ExitCode.UNRELIABLE)
     if any(not o.passed for o in outcomes):
         raise typer.Exit(ExitCode.GATE_FAILED)
 

@@ -116,6 +116,7 @@ class AuditConfig(BaseModel):
     max_drop: float | None = Field(default=None, ge=0, le=1)
     allow_mismatch: bool = False
     junit_path: Path | None = None
+    strict: bool = False  # exit 4 when a reliability flag fires
 
     @model_validator(mode="after")
     def _linf_eps_at_most_one(self) -> AuditConfig:

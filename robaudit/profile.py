@@ -130,6 +130,7 @@ class GateSection(_Section):
     baseline: str | None = None
     max_drop: float | None = Field(default=None, ge=0, le=1)
     allow_mismatch: bool = False
+    strict: bool = False  # exit 4 when a reliability flag fires
 
 
 class ReportsSection(_Section):
@@ -288,6 +289,7 @@ def config_values(profile: Profile) -> dict[str, Any]:
         "baseline": p.gate.baseline,
         "max_drop": p.gate.max_drop,
         "allow_mismatch": p.gate.allow_mismatch,
+        "strict": p.gate.strict,
         "json_path": p.reports.json_path,
         "html_path": p.reports.html,
         "markdown_path": p.reports.markdown,

@@ -50,6 +50,15 @@ WORST_CASE = "worst-case"
 
 
 @dataclass(frozen=True)
+class Flag:
+    """A sign that the evaluation may overstate robustness, with what to do about it."""
+
+    code: str  # stable identifier, e.g. "eps-monotonicity"
+    message: str
+    advice: str
+
+
+@dataclass(frozen=True)
 class Confidence:
     """Mean top-1 softmax confidence: over all samples, on correctly classified ones, on errors."""
 
@@ -170,6 +179,7 @@ class AuditResult:
     classes: list[ClassInfo] = field(default_factory=list)
     radius: list[Radius] = field(default_factory=list)
     gallery: list[Example] = field(default_factory=list)
+    flags: list[Flag] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     caveat: str = UPPER_BOUND_CAVEAT
@@ -204,6 +214,7 @@ class AuditResult:
                 "classes": [ClassInfo(**c) for c in data.get("classes", [])],
                 "radius": [Radius(**r) for r in data.get("radius", [])],
                 "gallery": [Example(**e) for e in data.get("gallery", [])],
+                "flags": [Flag(**f) for f in data.get("flags", [])],
             }
         )
 

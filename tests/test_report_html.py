@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from robaudit.report.html import render_html, write_html
-from robaudit.results import WORST_CASE, AuditResult, Radius
+from robaudit.results import WORST_CASE, AuditResult, Flag, Radius
 from tests.conftest import HOLDOUT, SAMPLES
 from tests.report_fixture import fixed_result
 
@@ -262,7 +262,17 @@ def test_gallery_images_are_data_uris_and_labels_use_class_names(page: Node) -> 
 def test_notes_and_the_honest_flags_line(page: Node) -> None:
     text = page.by_id("notes").text()
     assert "data/holdout.npz: x is memory-mapped" in text
-    assert "No reliability checks in this version" in text
+    assert "No reliability flags were raised" in text and "does not prove" in text
+
+
+def test_flags_are_listed_with_their_advice() -> None:
+    result = dataclasses.replace(
+        fixed_result(),
+        flags=[Flag(code="eps-monotonicity", message="fgsm <linf> rises", advice="use more --steps")],
+    )
+    html = render_html(result)
+    assert "<strong>eps-monotonicity</strong>: fgsm &lt;linf&gt; rises." in html
+    assert "use more --steps." in html and "No reliability flags were raised" not in html
 
 
 def test_run_metadata(page: Node) -> None:

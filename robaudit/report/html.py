@@ -192,7 +192,7 @@ def _gallery_view(result: AuditResult) -> list[dict[str, Any]]:
 
 def _context(result: AuditResult) -> dict[str, Any]:
     worst = _worst_rows(result)
-    flags = getattr(result, "flags", None)  # reliability flags: not in the results object yet
+    flags = result.flags
     return {
         "r": result,
         "worst_case": WORST_CASE,

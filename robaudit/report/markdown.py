@@ -215,6 +215,15 @@ def render_markdown(result: AuditResult) -> str:
         if line:
             lines += ["", line]
 
+    if result.flags:
+        lines += [
+            "",
+            "**Reliability flags**",
+            *(
+                f"- :warning: `{f.code}`: {_escape_block(f.message)}; {_escape_block(f.advice)}"
+                for f in result.flags
+            ),
+        ]
     if result.notes:
         lines += ["", "**Notes**", *(f"- {_escape_block(note)}" for note in result.notes)]
 

@@ -156,6 +156,12 @@ def render(result: AuditResult, console: Console) -> None:
             highlight=False,
         )
 
+    for flag in result.flags:
+        console.print(
+            f"[bold yellow]flag[/] {escape(flag.code)}: {escape(flag.message)}; {escape(flag.advice)}",
+            highlight=False,
+        )
+
     summary = [
         f"Worst case at {_threat(r.norm, r.eps)}: robust accuracy {_pct(r.robust_accuracy)} "
         f"(95% CI {_ci(r.robust_accuracy_ci)}%), {_pct(r.attack_success_rate)} of correctly classified "

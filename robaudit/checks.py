@@ -1,0 +1,82 @@
+"""Reliability checks: signs that an evaluation overstates robustness, as typed flags.
+
+Each check reads only the results object (and so costs nothing to run) and returns flags that say
+what was seen and what to do. ``--strict`` turns any flag into exit code 4. Checks that need extra
+model queries (randomness, gradient masking, an unbounded attack) are planned beside these.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+from robaudit.results import WORST_CASE, AuditResult, Flag
+
+
+def clean_sanity(result: AuditResult) -> list[Flag]:
+    """A model at or near chance level has nothing to lose to an attack: robust accuracy means little."""
+    chance = 1.0 / max(result.model.num_classes, 1)
+    if result.clean_accuracy > chance + 0.05:
+        return []
+    return [
+        Flag(
+            code="clean-sanity",
+            message=(
+                f"clean accuracy {100 * result.clean_accuracy:.1f}% is within 5 points of chance "
+                f"({100 * chance:.1f}% for {result.model.num_classes} classes)"
+            ),
+            advice="check the labels, --input-range, --mean/--std and --layout before reading robust accuracy",
+        )
+    ]
+
+
+def runtime_transfer(result: AuditResult) -> list[Flag]:
+    """Adversarial examples found on the converted ONNX graph that ONNX Runtime does not confirm."""
+    flags = []
+    for row in result.rows:
+        if row.attack == WORST_CASE or row.n_fooled_converted is None:
+            continue
+        confirmed = row.n_clean_correct - row.n_robust
+        if row.n_fooled_converted != confirmed:
+            flags.append(
+                Flag(
+                    code="runtime-transfer",
+                    message=(
+                        f"{row.attack} {row.norm} eps={row.eps:g}: {row.n_fooled_converted} samples fooled on the "
+                        f"converted graph, {confirmed} on ONNX Runtime"
+                    ),
+                    advice=(
+                        "the PyTorch conversion and ONNX Runtime disagree near the decision boundary; the reported "
+                        "figure is ONNX Runtime's, but attacks on the conversion may be weaker than on the real model"
+                    ),
+                )
+            )
+    return flags
+
+
+def eps_monotonicity(result: AuditResult) -> list[Flag]:
+    """Robust accuracy that rises with eps means the attack failed at the larger budget (Carlini et al.
+    2019): every adversarial example at a small eps is one at a larger eps too."""
+    flags = []
+    keys = dict.fromkeys((r.attack, r.norm) for r in result.rows if r.attack != WORST_CASE and r.norm != "l0")
+    for attack, norm in keys:
+        rows = sorted((r for r in result.rows if (r.attack, r.norm) == (attack, norm)), key=lambda r: r.eps)
+        for small, large in pairwise(rows):
+            if large.n_robust > small.n_robust:
+                flags.append(
+                    Flag(
+                        code="eps-monotonicity",
+                        message=(
+                            f"{attack} {norm}: robust accuracy rises from {100 * small.robust_accuracy:.1f}% at "
+                            f"eps={small.eps:g} to {100 * large.robust_accuracy:.1f}% at eps={large.eps:g}"
+                        ),
+                        advice="the attack is failing at the larger budget: use more --steps or --restarts, or --loss dlr",
+                    )
+                )
+    return flags
+
+
+CHECKS = (clean_sanity, runtime_transfer, eps_monotonicity)
+
+
+def reliability_flags(result: AuditResult) -> list[Flag]:
+    return [flag for check in CHECKS for flag in check(result)]
