@@ -256,3 +256,13 @@ def test_thorough_runs_pgd_under_both_losses(tmp_path: Path) -> None:
         ("worst-case", "l0"),
     ]
     assert report["rows"][3]["eps"] == 3.0  # the profile's 3 pixels
+
+
+def test_the_readme_profile_example_is_valid() -> None:
+    import re
+
+    readme = (SAMPLES.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Audit profiles") :]
+    (example, *_) = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    values = config_values(parse_profile(example, "README.md"))
+    assert values["attack_specs"][1]["eps"] == (0.1, 0.2) and values["gate_checks"][0]["use_interval"] is True
