@@ -44,6 +44,7 @@ class ModelSection(_Section):
     arch_kwargs: dict[str, Any] = Field(default_factory=dict)
     trust_model: bool = False
     output: Literal["auto", "logits", "probabilities", "log-probabilities"] = "auto"
+    parity_atol: float = Field(default=1e-4, ge=0)  # ONNX: allowed converted-graph vs ONNX Runtime logit gap
 
 
 class PreprocessingSection(_Section):
@@ -268,6 +269,7 @@ def config_values(profile: Profile) -> dict[str, Any]:
         "arch_kwargs": dict(p.model.arch_kwargs),
         "trust_model": p.model.trust_model,
         "output": p.model.output,
+        "parity_atol": p.model.parity_atol,
         "input_range": p.preprocessing.input_range,
         "mean": tuple(p.preprocessing.mean) if p.preprocessing.mean else None,
         "std": tuple(p.preprocessing.std) if p.preprocessing.std else None,
