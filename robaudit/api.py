@@ -35,6 +35,7 @@ from robaudit.models import ModelAdapter, load_model, resolve_device
 from robaudit.models.loading import ModelHandle
 from robaudit.models.torch_model import module_handle, weights_sha256
 from robaudit.plan import Stage, plan_cascade
+from robaudit.probes import probe_flags, probe_samples
 from robaudit.radius import bisect_radius
 from robaudit.results import (
     SCHEMA_VERSION,
@@ -49,7 +50,7 @@ from robaudit.results import (
     Perturbation,
     Radius,
 )
-from robaudit.runner import AttackRecords, ProgressSink, SampleRecords, evaluate
+from robaudit.runner import AttackRecords, ProgressSink, SampleRecords, evaluate, sample_seeds
 
 log = logging.getLogger("robaudit")
 
@@ -444,23 +445,33 @@ def run_audit(
     total_start = time.perf_counter()
     prepared = prepare(config, module)
     try:
-        for note in prepared.notes:
-            log.info(note)
-        records = evaluate(
-            prepared.adapter,
-            prepared.dataset,
-            prepared.indices,
-            prepared.stages,
-            batch_size=config.batch_size,
-            seed=config.seed,
-            input_range=config.input_range,
-            target=config.target,
-            progress=progress,
-            gallery_size=config.gallery_size,
-            keep_adversarial=config.adversarial_path is not None,
-        )
+        return _audit(config, prepared, progress, module, total_start)
     finally:
-        prepared.restore()
+        prepared.restore()  # only after bisection and probes, which query the model too
+
+
+def _audit(
+    config: AuditConfig,
+    prepared: Prepared,
+    progress: ProgressSink | None,
+    module: torch.nn.Module | None,
+    total_start: float,
+) -> AuditResult:
+    for note in prepared.notes:
+        log.info(note)
+    records = evaluate(
+        prepared.adapter,
+        prepared.dataset,
+        prepared.indices,
+        prepared.stages,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        input_range=config.input_range,
+        target=config.target,
+        progress=progress,
+        gallery_size=config.gallery_size,
+        keep_adversarial=config.adversarial_path is not None,
+    )
     adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices
     notes, timings, stages = prepared.notes, prepared.timings, prepared.stages
     rows, worst = _rows(records, stages, adapter.capabilities.backend, adapter.num_classes)
@@ -551,4 +562,14 @@ def run_audit(
         notes=notes,
         timings=timings,
     )
-    return replace(result, flags=reliability_flags(result))
+    flags = reliability_flags(result)
+    if config.checks:
+        start = time.perf_counter()
+        positions = probe_samples(records.clean_pred, records.labels)
+        idx = indices[positions]
+        x = torch.from_numpy(dataset.to_unit(dataset.read(idx), config.input_range)).to(adapter.device)
+        y = torch.from_numpy(records.labels[positions]).to(adapter.device)
+        seeds = torch.from_numpy(sample_seeds(config.seed, idx)).to(adapter.device)
+        flags += probe_flags(adapter, x, y, seeds, stages)
+        timings["checks_seconds"] = round(time.perf_counter() - start, 4)
+    return replace(result, flags=flags, timings=dict(timings))

@@ -108,7 +108,7 @@ _CONFIG_KEYS = {
     "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "json_path": "json_path",
     "html": "html_path", "markdown": "markdown_path", "per_sample": "per_sample_path",
     "radius_bisect": "radius_bisect", "save_adversarial": "adversarial_path", "baseline": "baseline",
-    "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path", "strict": "strict",
+    "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path", "strict": "strict", "checks": "checks",
 }  # fmt: skip
 _ATTACK_SETTINGS = ("steps", "restarts", "rel_step_size", "loss", "pixels", "population", "generations")
 
@@ -318,6 +318,12 @@ def scan(
         bool,
         typer.Option(help="Exit 4 when a reliability flag fires (the numbers may overstate robustness)."),
     ] = False,
+    checks: Annotated[
+        bool,
+        typer.Option(
+            help="Run the reliability probes (randomness, gradients, unbounded attack, ...) on 100 samples."
+        ),
+    ] = True,
     debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
 ) -> None:
     """Attack MODEL on a dataset and report clean and robust accuracy."""
@@ -341,7 +347,7 @@ def scan(
             )
         from robaudit.gate import parse_threshold
 
-        checks = [
+        thresholds = [
             asdict(replace(parse_threshold(text, "min", "--fail-under"), use_interval=use_interval))
             for text in fail_under or []
         ] + [
@@ -389,8 +395,9 @@ def scan(
             allow_mismatch=allow_mismatch,
             junit_path=junit,
             strict=strict,
+            checks=checks,
         )
-        values = _with_profile(ctx, profile, cli_values, checks)
+        values = _with_profile(ctx, profile, cli_values, thresholds)
         if values.get("model") is None:
             _fail(
                 "MODEL: missing; give the model file as the first argument, or model.path in the --profile",

@@ -117,6 +117,7 @@ class AuditConfig(BaseModel):
     allow_mismatch: bool = False
     junit_path: Path | None = None
     strict: bool = False  # exit 4 when a reliability flag fires
+    checks: bool = True  # run the reliability probes (a few seconds on up to 100 samples)
 
     @model_validator(mode="after")
     def _linf_eps_at_most_one(self) -> AuditConfig:

@@ -132,6 +132,7 @@ class GateSection(_Section):
     max_drop: float | None = Field(default=None, ge=0, le=1)
     allow_mismatch: bool = False
     strict: bool = False  # exit 4 when a reliability flag fires
+    reliability_checks: bool = True  # run the reliability probes (--no-checks)
 
 
 class ReportsSection(_Section):
@@ -292,6 +293,7 @@ def config_values(profile: Profile) -> dict[str, Any]:
         "max_drop": p.gate.max_drop,
         "allow_mismatch": p.gate.allow_mismatch,
         "strict": p.gate.strict,
+        "checks": p.gate.reliability_checks,
         "json_path": p.reports.json_path,
         "html_path": p.reports.html,
         "markdown_path": p.reports.markdown,

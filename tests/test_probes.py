@@ -1,0 +1,98 @@
+"""Each reliability probe fires on a model built to trigger it, and a sound model raises none.
+
+The models wrap the sample LeNet (trained, 98.6% on the holdout images), so every difference in the
+flags comes from the wrapper: rounding the input (gradient masking), scaling the logits by 1e4
+(saturated cross-entropy), noise in the forward pass (randomness).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robaudit.api import run_audit
+from robaudit.config import AuditConfig
+from sample_models.lenet import LeNet
+from tests.conftest import HOLDOUT, SAMPLES
+
+
+def lenet() -> nn.Module:
+    model = LeNet()
+    model.load_state_dict(torch.load(SAMPLES / "mnist_cnn_state.pt", weights_only=True))
+    return model.eval()
+
+
+class Rounded(nn.Module):
+    """Quantises the input to 4 levels: a non-differentiable step that hides every gradient."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = lenet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(torch.round(x * 3) / 3)
+
+
+class Scaled(nn.Module):
+    """Logits times 1e4: softmax saturates, so the cross-entropy gradient underflows to zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = lenet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) * 1e4
+
+
+class Noisy(nn.Module):
+    """Gaussian noise on the input at every pass, like a randomised defence or dropout left on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = lenet()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x + 0.05 * torch.randn_like(x))
+
+
+def flags_of(module: nn.Module | None = None, model: Path | None = None, **settings: object) -> set[str]:
+    config = AuditConfig(
+        model=model or Path("in-memory"),
+        data=str(HOLDOUT),
+        limit=200,
+        attacks=("fgsm", "pgd"),
+        steps=10,
+        eps=(0.1,),
+        **settings,  # type: ignore[arg-type]
+    )
+    return {f.code for f in run_audit(config, module=module).flags}
+
+
+def test_a_sound_model_raises_no_flag() -> None:
+    assert flags_of(lenet()) == set()
+
+
+def test_the_softmax_export_is_handled_and_raises_no_flag() -> None:
+    """Probabilities are turned back into log-probabilities, so gradients stay informative."""
+    assert flags_of(model=SAMPLES / "mnist_nhwc_softmax.onnx") == set()
+
+
+def test_gradient_masking_is_caught() -> None:
+    flags = flags_of(Rounded())
+    assert {"gradients-unavailable", "unbounded-attack"} <= flags
+
+
+def test_saturated_logits_are_caught() -> None:
+    flags = flags_of(Scaled())
+    assert "gradients-unavailable" in flags or "loss-choice" in flags
+    assert "loss-choice" in flags  # DLR is scale-invariant (Croce & Hein 2020) and still works
+
+
+def test_randomness_is_caught() -> None:
+    assert "randomness" in flags_of(Noisy())
+
+
+def test_probes_can_be_switched_off() -> None:
+    assert flags_of(Rounded(), checks=False) == set()
