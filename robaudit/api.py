@@ -570,6 +570,8 @@ def _audit(
         x = torch.from_numpy(dataset.to_unit(dataset.read(idx), config.input_range)).to(adapter.device)
         y = torch.from_numpy(records.labels[positions]).to(adapter.device)
         seeds = torch.from_numpy(sample_seeds(config.seed, idx)).to(adapter.device)
-        flags += probe_flags(adapter, x, y, seeds, stages)
+        probed, probe_notes = probe_flags(adapter, x, y, seeds, stages)
+        flags += probed
+        notes = [*notes, *probe_notes]
         timings["checks_seconds"] = round(time.perf_counter() - start, 4)
-    return replace(result, flags=flags, timings=dict(timings))
+    return replace(result, flags=flags, notes=list(notes), timings=dict(timings))

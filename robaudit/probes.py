@@ -8,7 +8,13 @@ clean-correct samples, so they cost a few seconds next to the audit itself:
 - unavailable gradients: the loss gradient at a random start must be finite and non-zero;
 - unbounded attack: PGD at L∞ eps = 1 must fool every sample (any image is reachable);
 - weaker attack wins: PGD must also fool the samples FGSM fooled (per sample);
-- loss choice: PGD with the DLR loss must not beat cross-entropy by more than half a point.
+- loss choice: PGD with the DLR loss must not beat cross-entropy by more than half a point;
+- incomplete optimisation: twice the PGD steps must not break more than half a point more;
+- quantisation: PGD's adversarial examples re-checked with pixels rounded to 8 bits (both figures
+  noted; a flag when rounding undoes most of them).
+
+Differences of a sample or two are within what a different random start alone produces, so the
+comparisons need more than two samples as well as more than half a point (see ``_noise_floor``).
 
 Every probe's candidates go through the runner's verification, like the audit's.
 """
@@ -31,6 +37,13 @@ from robaudit.runner import verify
 
 PROBE_SAMPLES = 100
 _STREAM = 1 << 21  # random starts of the gradient probe
+
+
+def _noise_floor(n: int) -> float:
+    """The smallest difference in robust accuracy a probe reports: half a point (Carlini et al.'s
+    threshold) or two samples, whichever is larger, since a different random start alone moves a
+    sample or two."""
+    return max(0.005, 2.0 / n)
 
 
 def _fooled(adapter: ModelAdapter, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -154,7 +167,7 @@ def loss_choice(
         x_adv = attack(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
         verify(x_adv, x, eps, norm, attack.name)
         robust[attack.loss] = float((~_fooled(adapter, x_adv, y)).float().mean())
-    if robust["dlr"] >= robust["ce"] - 0.005:
+    if robust["ce"] - robust["dlr"] <= _noise_floor(len(y)):
         return []
     return [
         Flag(
@@ -168,15 +181,78 @@ def loss_choice(
     ]
 
 
+def incomplete_optimisation(
+    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
+) -> list[Flag]:
+    """PGD with twice the steps on the same samples: if it breaks noticeably more, the run's PGD stopped
+    before converging (Carlini et al. 2019)."""
+    norm, eps = stage.threat.norm, stage.threat.eps
+    pgd = next((a for a in stage.attacks if isinstance(a, PGD)), None)
+    if pgd is None:
+        return []
+    robust = []
+    for steps in (pgd.steps, 2 * pgd.steps):
+        attack = PGD(steps=steps, rel_step_size=pgd.rel_step_size, restarts=pgd.restarts, loss=pgd.loss)
+        x_adv = attack(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
+        verify(x_adv, x, eps, norm, attack.name)
+        robust.append(float((~_fooled(adapter, x_adv, y)).float().mean()))
+    if robust[0] - robust[1] <= _noise_floor(len(y)):
+        return []
+    return [
+        Flag(
+            code="incomplete-optimisation",
+            message=(
+                f"{norm} eps={eps:g}: {2 * pgd.steps} PGD steps leave {100 * robust[1]:.1f}% of {len(y)} probed samples "
+                f"robust, {pgd.steps} steps {100 * robust[0]:.1f}%"
+            ),
+            advice=f"the attack has not converged: raise --steps (at least {2 * pgd.steps}) until robust accuracy stops falling",
+        )
+    ]
+
+
+def quantisation(
+    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
+) -> tuple[list[Flag], str | None]:
+    """Re-check PGD's adversarial examples after rounding pixels to 8 bits, as a saved PNG would store
+    them: both figures go into the notes, and a flag when rounding undoes some."""
+    norm, eps = stage.threat.norm, stage.threat.eps
+    pgd = next((a for a in stage.attacks if isinstance(a, PGD)), None)
+    if pgd is None:
+        return [], None
+    x_adv = pgd(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
+    fooled = _fooled(adapter, x_adv, y)
+    n = int(fooled.sum())
+    if n == 0:
+        return [], None
+    rounded = (x_adv[fooled] * 255).round() / 255
+    kept = int(_fooled(adapter, rounded, y[fooled]).sum())
+    note = (
+        f"8-bit check ({norm} eps={eps:g}, {len(y)} probed samples): {n} adversarial examples from {pgd.name}, "
+        f"{kept} still fool the model with pixels rounded to 8 bits"
+    )
+    if kept * 2 >= n:
+        return [], note  # the figures are in the note; a flag only when most of the effect is sub-8-bit
+    flag = Flag(
+        code="quantisation",
+        message=f"{n - kept} of {n} adversarial examples stop fooling the model once pixels are rounded to 8 bits",
+        advice=(
+            "part of the measured vulnerability needs sub-8-bit precision; if inputs arrive as 8-bit images, "
+            "read robust accuracy with that in mind"
+        ),
+    )
+    return [flag], note
+
+
 def probe_flags(
     adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stages: Sequence[Stage]
-) -> list[Flag]:
-    """All probes on clean-correct samples ``x`` (already on the device)."""
+) -> tuple[list[Flag], list[str]]:
+    """All probes on clean-correct samples ``x`` (already on the device): flags, and notes with figures."""
+    notes: list[str] = []
     if len(y) == 0:
-        return []
+        return [], notes
     flags = randomness(adapter, x)
     if not adapter.capabilities.gradients:
-        return flags
+        return flags, notes
     gradient_stages = [
         st for st in stages if st.threat.norm != "l0" and any(isinstance(a, PGD) for a in st.attacks)
     ]
@@ -187,7 +263,11 @@ def probe_flags(
         stage = gradient_stages[0]  # the smallest eps of the first norm: where attacks are least saturated
         flags += weaker_attack_wins(adapter, x, y, seeds, stage)
         flags += loss_choice(adapter, x, y, seeds, stage)
-    return flags
+        flags += incomplete_optimisation(adapter, x, y, seeds, stage)
+        quantised, note = quantisation(adapter, x, y, seeds, stage)
+        flags += quantised
+        notes += [note] if note else []
+    return flags, notes
 
 
 def probe_samples(clean_pred: np.ndarray, labels: np.ndarray, limit: int = PROBE_SAMPLES) -> np.ndarray:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from robaudit.api import run_audit
 from robaudit.config import AuditConfig
 from sample_models.lenet import LeNet
-from tests.conftest import HOLDOUT, SAMPLES
+from tests.conftest import HOLDOUT, SAMPLES, small_cnn
 
 
 def lenet() -> nn.Module:
@@ -58,15 +59,9 @@ class Noisy(nn.Module):
 
 
 def flags_of(module: nn.Module | None = None, model: Path | None = None, **settings: object) -> set[str]:
-    config = AuditConfig(
-        model=model or Path("in-memory"),
-        data=str(HOLDOUT),
-        limit=200,
-        attacks=("fgsm", "pgd"),
-        steps=10,
-        eps=(0.1,),
-        **settings,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {"limit": 200, "attacks": ("fgsm", "pgd"), "steps": 40, "eps": (0.1,)}
+    values.update(settings)
+    config = AuditConfig(model=model or Path("in-memory"), data=str(HOLDOUT), **values)  # type: ignore[arg-type]
     return {f.code for f in run_audit(config, module=module).flags}
 
 
@@ -96,3 +91,25 @@ def test_randomness_is_caught() -> None:
 
 def test_probes_can_be_switched_off() -> None:
     assert flags_of(Rounded(), checks=False) == set()
+
+
+def test_too_few_steps_are_caught() -> None:
+    assert "incomplete-optimisation" in flags_of(lenet(), steps=1)
+
+
+def test_sub_8_bit_adversarial_examples_are_caught(tmp_path: Path) -> None:
+    """At eps = 0.001 < half a grey level, rounding to 8 bits turns every adversarial example of an
+    8-bit image back into the image itself. A random-weight CNN labelled with its own predictions has
+    margins small enough for such an eps to fool it."""
+    fragile = small_cnn(2).eval()
+    with np.load(HOLDOUT) as npz:
+        x = npz["x"][:200]
+    with torch.no_grad():
+        y = fragile(torch.from_numpy(x.astype(np.float32) / 255).unsqueeze(1)).argmax(1).numpy()
+    data = tmp_path / "own.npz"
+    np.savez(data, x=x, y=y)
+    config = AuditConfig(model=Path("in-memory"), data=str(data), attacks=("pgd",), steps=10, eps=(0.001,))
+    result = run_audit(config, module=fragile)
+    assert "quantisation" in {f.code for f in result.flags}
+    note = next(n for n in result.notes if n.startswith("8-bit check"))
+    assert "0 still fool the model" in note
