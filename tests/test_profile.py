@@ -90,6 +90,7 @@ reports: {json: out/r.json, junit: out/g.xml, radius_bisect: 2}
         ("version: 1\nmodel:\n  path: a\n  path: b\n", "duplicate key 'path'"),
         ("version: 1\nmodel: [unclosed\n", "not valid YAML"),
         ("version: 1\nx: !!python/object/apply:os.system [echo]\n", "not valid YAML"),
+        ("? 0:\n", "a key must be a plain value"),  # a mapping used as a key (found by fuzzing)
     ],
 )
 def test_invalid_profiles_are_one_line_errors_naming_the_field(text: str, expected: str) -> None:
