@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -483,18 +484,21 @@ def _scan(config: object) -> None:
 
 
 def _check_writable(flag: str, path: Path) -> None:
-    """Fail before the audit, not after it, when an output cannot be written."""
-    import tempfile
-
+    """Fail before the audit, not after it, when an output cannot be written. Creates nothing: the
+    folders are made when the report is written."""
     if path.is_dir():
         _fail(f"{flag} {path}: is a folder; give a file name", ExitCode.USAGE_ERROR)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path.parent):
-            pass
-    except OSError as exc:
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
         _fail(
-            f"{flag} {path}: cannot write there ({exc.strerror}); choose a writable folder",
+            f"{flag} {path}: cannot write there ({ancestor} is a file); choose a writable folder",
+            ExitCode.USAGE_ERROR,
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        _fail(
+            f"{flag} {path}: cannot write there ({ancestor} is not writable); choose a writable folder",
             ExitCode.USAGE_ERROR,
         )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -183,6 +184,27 @@ def _labels(path: str, field_name: str, y: np.ndarray, n: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
+# A compressed .npz member may expand at most this much (image data compress 2-10x; zeros up to ~1000x),
+# and to at most this many bytes, before robaudit refuses it as a likely decompression bomb.
+MAX_COMPRESSION_RATIO = 200
+MAX_DECOMPRESSED_BYTES = 16 << 30
+_RATIO_EXEMPT_BYTES = 64 << 20  # small members may compress as well as they like
+
+
+def _check_decompression(path: Path, info: zipfile.ZipInfo) -> None:
+    if info.file_size > MAX_DECOMPRESSED_BYTES:
+        raise InputError(
+            f"{path}: {info.filename} expands to {info.file_size / 2**30:.1f} GiB, over robaudit's "
+            f"{MAX_DECOMPRESSED_BYTES >> 30} GiB limit; pass a smaller file or use --limit on an uncompressed .npz"
+        )
+    ratio = info.file_size / max(info.compress_size, 1)
+    if info.file_size > _RATIO_EXEMPT_BYTES and ratio > MAX_COMPRESSION_RATIO:
+        raise InputError(
+            f"{path}: {info.filename} would expand {ratio:.0f}x ({info.file_size / 2**20:.0f} MiB), which looks like "
+            "a decompression bomb; save real data with numpy.savez"
+        )
+
+
 def _memmap_npz_member(path: Path, member: str) -> np.ndarray:
     """Memory-map an uncompressed .npy member of an .npz; load it when compressed."""
     with zipfile.ZipFile(path) as zf:
@@ -208,6 +230,20 @@ def _memmap_npz_member(path: Path, member: str) -> np.ndarray:
                         shape=shape,
                         order="F" if fortran else "C",
                     )
+        _check_decompression(path, info)
+        with zf.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            if dtype.hasobject:
+                raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+            if math.prod(shape) * dtype.itemsize > info.file_size:
+                raise InputError(
+                    f"{path}: {member} declares a {'x'.join(map(str, shape))} {dtype} array, more bytes than it "
+                    "stores; the file is corrupt or crafted; save it again with numpy.savez"
+                )
         with zf.open(member) as fh:
             return np.lib.format.read_array(fh, allow_pickle=False)
 
@@ -312,14 +348,22 @@ def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dat
                         f"{p}: {im.mode} images (16-bit or float) are not supported; save 8-bit PNG or JPEG"
                     )
                 return np.asarray(im.convert("L" if channels == 1 else "RGB"))
+        except Image.DecompressionBombError:
+            raise InputError(
+                f"{p}: decodes to more pixels than Pillow's decompression-bomb limit allows; remove it, or "
+                "resize it to the model's input size"
+            ) from None
         except (UnidentifiedImageError, OSError) as exc:
             raise InputError(f"{p}: not a readable image ({exc}); remove or replace it") from None
 
     if expected is not None:
         channels = expected[0]
     else:  # no declared shape: grey when the first image is grey, else RGB (palette images included)
-        with Image.open(files[0]) as im0:
-            channels = 1 if im0.mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F") else 3
+        try:
+            with Image.open(files[0]) as im0:
+                channels = 1 if im0.mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F") else 3
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise InputError(f"{files[0]}: not a readable image ({exc}); remove or replace it") from None
     first = open_image(files[0])
     layout = "nhw" if first.ndim == 2 else "nhwc"
     sample = (channels, first.shape[0], first.shape[1])

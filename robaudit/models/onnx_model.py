@@ -28,6 +28,7 @@ from robaudit.models.base import (
     detect_output_kind,
     fixed_batch_module,
 )
+from robaudit.models.onnx_safety import check_initializer_sizes, load_external_data_safely
 from robaudit.models.ort_install import import_onnxruntime
 from robaudit.models.torch_model import _one_line
 
@@ -172,6 +173,9 @@ class OnnxModelHandle:
             ) from None
         if not model.graph.node:
             raise InputError(f"{path}: the ONNX graph is empty; re-export the model")
+        if load_external_data_safely(model, path):
+            self.notes.append(f"{path.name}: weights loaded from external data files next to the model")
+        check_initializer_sizes(model, path)
         try:
             onnx.checker.check_model(model)
             checker_error = None

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import pickle
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -95,7 +96,9 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
                 f"{path}: not a readable TorchScript file ({_one_line(exc)}); re-save it"
             ) from None
     try:
-        obj = torch.load(str(path), map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # the unpickler's protocol notice is noise: we report the outcome
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(path), map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" not in str(exc).lower() and "weights only" not in str(exc).lower():
             raise InputError(f"{path}: not a readable PyTorch file ({_one_line(exc)})") from None
