@@ -213,6 +213,7 @@ def _row(
         n_target_hits=hits,
         n_fooled_converted=int((rec.fooled_converted & clean_correct).sum()) if backend == "onnx" else None,
         seconds=round(rec.seconds if seconds is None else seconds, 4),
+        error=records.errors.get((name, stage.threat.norm, stage.threat.eps)),
     )
 
 
@@ -475,6 +476,11 @@ def _audit(
     adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices
     notes, timings, stages = prepared.notes, prepared.timings, prepared.stages
     rows, worst = _rows(records, stages, adapter.capabilities.backend, adapter.num_classes)
+    if records.batch_size_used < config.batch_size:
+        notes.append(
+            f"out of memory at --batch-size {config.batch_size}: batches were split down to "
+            f"{records.batch_size_used}; results are the same, per-sample seeds do not depend on batching"
+        )
     bisect = None
     if config.radius_bisect > 0:
 
@@ -547,6 +553,7 @@ def _audit(
             "std": list(config.std) if config.std else None,
             "seed": config.seed,
             "batch_size": config.batch_size,
+            "batch_size_used": records.batch_size_used,
             "device": str(adapter.device),
         },
         environment=_environment(adapter.device),

@@ -75,7 +75,20 @@ def eps_monotonicity(result: AuditResult) -> list[Flag]:
     return flags
 
 
-CHECKS = (clean_sanity, runtime_transfer, eps_monotonicity)
+def attack_failed(result: AuditResult) -> list[Flag]:
+    """An attack that crashed fooled nothing, so every figure that includes it is overstated."""
+    return [
+        Flag(
+            code="attack-failed",
+            message=f"{row.attack} {row.norm} eps={row.eps:g} failed and was skipped ({row.error})",
+            advice="robust accuracy counts none of its adversarial examples; fix the cause (--debug shows more) or drop the attack",
+        )
+        for row in result.rows
+        if row.error is not None and row.attack != WORST_CASE
+    ]
+
+
+CHECKS = (clean_sanity, runtime_transfer, eps_monotonicity, attack_failed)
 
 
 def reliability_flags(result: AuditResult) -> list[Flag]:

@@ -21,7 +21,7 @@ Every probe's candidates go through the runner's verification, like the audit's.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from robaudit.attacks.pgd import PGD
 from robaudit.models import ModelAdapter
 from robaudit.plan import Stage
 from robaudit.results import Flag
-from robaudit.runner import verify
+from robaudit.runner import is_out_of_memory, verify
 
 PROBE_SAMPLES = 100
 _STREAM = 1 << 21  # random starts of the gradient probe
@@ -77,7 +77,9 @@ def gradients(
     start = (x + eps * (2 * rng.uniform(seeds, _STREAM, x[0].numel()).view_as(x) - 1)).clamp(0, 1)
     try:
         grad = input_gradient(adapter.logits, start, y)
-    except RuntimeError as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure here means no gradients
+        if is_out_of_memory(exc):
+            raise
         return [
             Flag(
                 code="gradients-unavailable",
@@ -250,9 +252,46 @@ def probe_flags(
     notes: list[str] = []
     if len(y) == 0:
         return [], notes
-    flags = randomness(adapter, x)
+    flags: list[Flag] = []
+
+    def attempt(name: str, run: Callable[[], list[Flag]]) -> None:
+        """A probe that crashes is reported as a flag of its own; it never ends the audit."""
+        try:
+            flags.extend(run())
+        except Exception as exc:  # noqa: BLE001
+            if is_out_of_memory(exc):
+                raise
+            line = [part for part in str(exc).strip().splitlines() if part.strip()] or [type(exc).__name__]
+            flags.append(
+                Flag(
+                    code="probe-failed",
+                    message=f"the {name} probe failed ({type(exc).__name__}: {line[-1].strip()[:160]})",
+                    advice="the model misbehaves under the probe's queries; run with --debug, or --no-checks to skip probes",
+                )
+            )
+
+    attempt("randomness", lambda: randomness(adapter, x))
     if not adapter.capabilities.gradients:
         return flags, notes
+    gradient_stages = [
+        st for st in stages if st.threat.norm != "l0" and any(isinstance(a, PGD) for a in st.attacks)
+    ]
+    eps = gradient_stages[0].threat.eps if gradient_stages else 8 / 255
+    attempt("gradient", lambda: gradients(adapter, x, y, seeds, eps))
+    attempt("unbounded-attack", lambda: unbounded(adapter, x, y, seeds))
+    if gradient_stages:
+        stage = gradient_stages[0]  # the smallest eps of the first norm: where attacks are least saturated
+        attempt("weaker-attack", lambda: weaker_attack_wins(adapter, x, y, seeds, stage))
+        attempt("loss-choice", lambda: loss_choice(adapter, x, y, seeds, stage))
+        attempt("incomplete-optimisation", lambda: incomplete_optimisation(adapter, x, y, seeds, stage))
+
+        def quantised() -> list[Flag]:
+            found, note = quantisation(adapter, x, y, seeds, stage)
+            notes.extend([note] if note else [])
+            return found
+
+        attempt("quantisation", quantised)
+    return flags, notes
     gradient_stages = [
         st for st in stages if st.threat.norm != "l0" and any(isinstance(a, PGD) for a in st.attacks)
     ]

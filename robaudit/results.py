@@ -159,6 +159,7 @@ class AttackRow:
     n_target_hits: int | None = None  # targeted runs: clean-correct samples now classified as the target
     n_fooled_converted: int | None = None  # ONNX: fooled on the converted graph (before re-checking)
     seconds: float = 0.0
+    error: str | None = None  # the attack failed: why (it then fooled nothing); flagged
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import torch
 from robaudit.attacks import rng
 from robaudit.attacks.norms import lp_norm
 from robaudit.data import Dataset
-from robaudit.errors import ResourceError, VerificationError
+from robaudit.errors import InputError, ResourceError, UsageError, VerificationError
 from robaudit.models import ModelAdapter
 from robaudit.plan import Stage
 
@@ -92,6 +92,8 @@ class SampleRecords:
     clean_conf: np.ndarray
     targets: np.ndarray | None  # targeted runs: each sample's target class (-1: not attacked)
     adversarial: dict[RecordKey, AttackRecords] = field(default_factory=dict)
+    errors: dict[RecordKey, str] = field(default_factory=dict)  # attacks that failed, with why
+    batch_size_used: int = 0  # the smallest batch the run fell back to after running out of memory
     # Per threat model (norm, eps): the first few successes for the report's gallery, and (when asked)
     # every success, as {position in indices: (attack name, x, x_adv)} with images (C, H, W) on [0, 1].
     examples: dict[tuple[str, float], dict[int, tuple[str, np.ndarray, np.ndarray]]] = field(
@@ -99,6 +101,20 @@ class SampleRecords:
     )
     saved: dict[tuple[str, float], dict[int, tuple[str, np.ndarray]]] = field(default_factory=dict)
     clean_seconds: float = 0.0
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """GPU or host allocation failure (PyTorch reports a failed host allocation as a RuntimeError)."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def verify(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, attack: str) -> None:
@@ -201,6 +217,7 @@ def evaluate(
         clean_pred=np.zeros(n, np.int64),
         clean_conf=np.zeros(n, np.float64),
         targets=None if target == "none" else np.full(n, -1, np.int64),
+        batch_size_used=batch_size,
     )
     keys = [(a.name, st.threat.norm, st.threat.eps) for st in stages for a in st.attacks]
     for key in keys:
@@ -216,41 +233,40 @@ def evaluate(
     }
     check_conversion = adapter.capabilities.backend == "onnx" and adapter.capabilities.gradients
 
-    offset = 0
-    try:
-        for idx, x_np, y_np in dataset.batches(indices, batch_size, input_range):
-            b = slice(offset, offset + len(idx))
-            offset += len(idx)
-            x = torch.from_numpy(x_np).to(device)
-            y = torch.from_numpy(y_np).to(device)
-            seeds = torch.from_numpy(sample_seeds(seed, idx)).to(device)
+    def run_batch(first: int, idx: np.ndarray, x_np: np.ndarray, y_np: np.ndarray) -> None:
+        """Clean pass and every stage's cascade for samples first..first+len(idx) of ``indices``."""
+        b = slice(first, first + len(idx))
+        x = torch.from_numpy(x_np).to(device)
+        y = torch.from_numpy(y_np).to(device)
+        seeds = torch.from_numpy(sample_seeds(seed, idx)).to(device)
 
-            start = time.perf_counter()
-            clean_logits = adapter.predict_logits(x)
-            pred, conf = _softmax_top1(clean_logits)
-            records.clean_pred[b], records.clean_conf[b] = pred, conf
-            records.clean_seconds += time.perf_counter() - start
-            progress.advance(clean_task, len(idx))
-            correct = torch.from_numpy(pred).to(device) == y
-            targets, attackable = choose_targets(target, clean_logits, y, seeds)
-            if records.targets is not None and targets is not None:
-                records.targets[b] = torch.where(attackable, targets, -1).cpu().numpy()
+        start = time.perf_counter()
+        clean_logits = adapter.predict_logits(x)
+        pred, conf = _softmax_top1(clean_logits)
+        records.clean_pred[b], records.clean_conf[b] = pred, conf
+        records.clean_seconds += time.perf_counter() - start
+        correct = torch.from_numpy(pred).to(device) == y
+        targets, attackable = choose_targets(target, clean_logits, y, seeds)
+        if records.targets is not None and targets is not None:
+            records.targets[b] = torch.where(attackable, targets, -1).cpu().numpy()
+        done: list[tuple[RecordKey, int]] = []
 
-            for stage in stages:
-                norm, eps = stage.threat.norm, stage.threat.eps
-                robust = correct & attackable
-                cur_pred, cur_conf = pred.copy(), conf.copy()
-                fooled_converted = np.zeros(len(idx), bool)
-                sizes = {k: np.zeros(len(idx), np.float64) for k in ("linf", "l2", "l0")}
-                for attack in stage.attacks:
-                    key = (attack.name, norm, eps)
-                    rec = records.adversarial[key]
-                    start = time.perf_counter()
-                    active = torch.nonzero(robust).flatten()
-                    if active.numel():
-                        xa, ya = x[active], y[active]
-                        # Gradient-free attacks query the reference runtime (ONNX Runtime) directly.
-                        model_fn = adapter.logits if attack.needs_gradients else adapter.predict_logits
+        for stage in stages:
+            norm, eps = stage.threat.norm, stage.threat.eps
+            robust = correct & attackable
+            cur_pred, cur_conf = pred.copy(), conf.copy()
+            fooled_converted = np.zeros(len(idx), bool)
+            sizes = {k: np.zeros(len(idx), np.float64) for k in ("linf", "l2", "l0")}
+            for attack in stage.attacks:
+                key = (attack.name, norm, eps)
+                rec = records.adversarial[key]
+                start = time.perf_counter()
+                active = torch.nonzero(robust).flatten()
+                if active.numel() and key not in records.errors:
+                    xa, ya = x[active], y[active]
+                    # Gradient-free attacks query the reference runtime (ONNX Runtime) directly.
+                    model_fn = adapter.logits if attack.needs_gradients else adapter.predict_logits
+                    try:
                         x_adv = attack(
                             model_fn,
                             xa,
@@ -261,6 +277,14 @@ def evaluate(
                             targets=targets[active] if targets is not None else None,
                         )
                         verify(x_adv, xa, eps, norm, attack.name)
+                    except Exception as exc:  # noqa: BLE001 - one attack's failure must not end the audit
+                        if is_out_of_memory(exc) or isinstance(exc, (UsageError, InputError, ResourceError)):
+                            raise  # the user's to fix, or the batch's to split
+                        # A crash, or candidates outside the threat model (VerificationError): never a success.
+                        # Reported against this attack (and flagged); its candidates count for nothing.
+                        records.errors[key] = f"{type(exc).__name__}: {_first_line(exc)}"
+                        x_adv = None
+                    if x_adv is not None:
                         adv_pred, adv_conf = _softmax_top1(adapter.predict_logits(x_adv))
                         act = active.cpu().numpy()
                         cur_pred[act], cur_conf[act] = adv_pred, adv_conf
@@ -284,24 +308,41 @@ def evaluate(
                             keep_adversarial,
                         )
                         robust[active[flipped]] = False
-                    rec.pred[b], rec.conf[b] = cur_pred, cur_conf
-                    rec.fooled_converted[b] = fooled_converted
-                    rec.linf[b], rec.l2[b], rec.l0[b] = sizes["linf"], sizes["l2"], sizes["l0"]
-                    if records.targets is not None:
-                        rec.target_hit[b] = cur_pred == records.targets[b]
-                    rec.seconds += time.perf_counter() - start
-                    progress.advance(tasks[key], len(idx))
-    except torch.cuda.OutOfMemoryError:
-        raise ResourceError(
-            f"out of GPU memory at --batch-size {batch_size}; lower --batch-size or use --device cpu"
-        ) from None
-    except MemoryError:
-        raise ResourceError(f"out of host memory at --batch-size {batch_size}; lower --batch-size") from None
-    except RuntimeError as exc:
-        # PyTorch reports a failed host allocation as a RuntimeError, not a MemoryError.
-        if "can't allocate memory" in str(exc) or "not enough memory" in str(exc):
-            raise ResourceError(
-                f"out of host memory at --batch-size {batch_size}; lower --batch-size"
-            ) from None
-        raise
+                rec.pred[b], rec.conf[b] = cur_pred, cur_conf
+                rec.fooled_converted[b] = fooled_converted
+                rec.linf[b], rec.l2[b], rec.l0[b] = sizes["linf"], sizes["l2"], sizes["l0"]
+                if records.targets is not None:
+                    rec.target_hit[b] = cur_pred == records.targets[b]
+                rec.seconds += time.perf_counter() - start
+                done.append((key, len(idx)))
+        # Progress moves only for finished batches, so a batch retried in halves is not counted twice.
+        progress.advance(clean_task, len(idx))
+        for key, n_done in done:
+            progress.advance(tasks[key], n_done)
+
+    def process(first: int, idx: np.ndarray, x_np: np.ndarray, y_np: np.ndarray) -> None:
+        """Run a batch; out of memory, run it again in halves, down to single samples. Per-sample seeds
+        make the halves give exactly the results the whole batch would have."""
+        try:
+            run_batch(first, idx, x_np, y_np)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if len(idx) == 1:
+                where = "GPU" if device.type == "cuda" else "host"
+                raise ResourceError(
+                    f"out of {where} memory even one sample at a time (from --batch-size {batch_size}); "
+                    "use a machine with more memory, or --device cpu"
+                ) from None
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(idx) // 2
+            records.batch_size_used = min(records.batch_size_used, half)
+            process(first, idx[:half], x_np[:half], y_np[:half])
+            process(first + half, idx[half:], x_np[half:], y_np[half:])
+
+    offset = 0
+    for idx, x_np, y_np in dataset.batches(indices, batch_size, input_range):
+        process(offset, idx, x_np, y_np)
+        offset += len(idx)
     return records

@@ -616,17 +616,29 @@ def assert_one_error_line_anywhere(result: Any, code: int) -> str:
 
 
 def _misbehaving_model(tmp_path: Path, kind: str) -> Path:
-    class Allocates(torch.nn.Module):
+    """TorchScript models that classify like a linear layer and misbehave in one chosen way."""
+
+    class Allocates(torch.nn.Module):  # asks for 16 TiB whenever it is attacked
         def __init__(self) -> None:
             super().__init__()
             self.fc = torch.nn.Linear(784, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if x.requires_grad:
-                x = x + torch.zeros(1 << 42, dtype=torch.float32).sum()  # 16 TiB: no host has it
+                x = x + torch.zeros(1 << 42, dtype=torch.float32).sum()
             return self.fc(x.flatten(1))
 
-    class Raises(torch.nn.Module):
+    class AllocatesAbove16(torch.nn.Module):  # runs out of memory only on batches above 16 samples
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.requires_grad and x.shape[0] > 16:
+                x = x + torch.zeros(1 << 42, dtype=torch.float32).sum()
+            return self.fc(x.flatten(1))
+
+    class RaisesWhenAttacked(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.fc = torch.nn.Linear(784, 10)
@@ -636,9 +648,24 @@ def _misbehaving_model(tmp_path: Path, kind: str) -> Path:
                 raise ValueError("a bug in the model's gradient path")
             return self.fc(x.flatten(1))
 
-    module = (Allocates if kind == "memory" else Raises)().eval()
+    class RaisesOnThree(torch.nn.Module):  # a model bug that surfaces mid-run, on a batch of 3
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(784, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] == 3:
+                raise ValueError("batches of three are not supported")
+            return self.fc(x.flatten(1))
+
+    kinds = {
+        "memory": Allocates,
+        "memory-above-16": AllocatesAbove16,
+        "raises": RaisesWhenAttacked,
+        "raises-on-3": RaisesOnThree,
+    }
     path = tmp_path / f"{kind}.pt"
-    torch.jit.save(torch.jit.script(module), str(path))
+    torch.jit.save(torch.jit.script(kinds[kind]().eval()), str(path))
     return path
 
 
@@ -647,13 +674,61 @@ def test_out_of_memory_during_the_attack_exits_5(tmp_path: Path, small_npz: Path
     line = assert_one_error_line_anywhere(
         scan(_misbehaving_model(tmp_path, "memory"), "--data", small_npz, "--json", out), 5
     )
-    assert "out of host memory" in line and "--batch-size" in line
+    assert "out of host memory even one sample at a time" in line and "--batch-size 256" in line
     assert not out.exists()
 
 
-def test_an_unexpected_failure_exits_70_with_a_pointer_to_debug(tmp_path: Path, small_npz: Path) -> None:
+def test_out_of_memory_halves_the_batch_and_gives_the_same_results(tmp_path: Path, small_npz: Path) -> None:
+    model = _misbehaving_model(tmp_path, "memory-above-16")
+    # Label the images with the model's own predictions, so all 64 are attacked in one batch.
+    with np.load(small_npz) as npz:
+        x = npz["x"]
+    with torch.no_grad():
+        y = torch.jit.load(str(model))(torch.from_numpy(x.astype(np.float32) / 255).unsqueeze(1)).argmax(1)
+    data = tmp_path / "own.npz"
+    np.savez(data, x=x, y=y.numpy())
+    halved, direct = tmp_path / "halved.json", tmp_path / "direct.json"
+    common = ("--data", data, "--attack", "fgsm", "--attack", "pgd", "--steps", "3", "--no-checks")
+    assert_ok(scan(model, *common, "--batch-size", "64", "--json", halved))
+    assert_ok(scan(model, *common, "--batch-size", "16", "--json", direct))
+    a, b = load_json(halved), load_json(direct)
+    assert a["settings"]["batch_size_used"] == 16 and b["settings"]["batch_size_used"] == 16
+    assert any("split down to 16" in note for note in a["notes"])
+    assert row_numbers(a) == row_numbers(b)  # sample for sample the same outcome
+
+
+def test_a_crashing_attack_is_reported_and_the_others_still_run(tmp_path: Path, small_npz: Path) -> None:
     model = _misbehaving_model(tmp_path, "raises")
-    line = assert_one_error_line_anywhere(scan(model, "--data", small_npz), 70)
-    assert "internal error" in line and "--debug" in line
-    debug = scan(model, "--data", small_npz, "--debug")
+    out = tmp_path / "r.json"
+    args = (
+        "--data",
+        small_npz,
+        "--attack",
+        "fgsm",
+        "--attack",
+        "onepixel",
+        "--population",
+        "8",
+        "--generations",
+        "2",
+    )
+    result = scan(model, *args, "--json", out)
+    assert_ok(result)
+    report = load_json(out)
+    rows = {(r["attack"], r["norm"]): r for r in report["rows"]}
+    assert "a bug in the model's gradient path" in rows[("fgsm", "linf")]["error"]
+    assert rows[("fgsm", "linf")]["n_robust"] == rows[("fgsm", "linf")]["n_clean_correct"]  # fooled nothing
+    assert rows[("onepixel", "l0")]["error"] is None  # the gradient-free attack still ran
+    codes = {f["code"] for f in report["flags"]}
+    assert {"attack-failed", "gradients-unavailable"} <= codes
+    assert "flag attack-failed" in flat(result.stdout)
+    assert scan(model, *args, "--strict").exit_code == 4
+
+
+def test_an_unexpected_failure_exits_70_with_a_pointer_to_debug(tmp_path: Path, small_npz: Path) -> None:
+    model = _misbehaving_model(tmp_path, "raises-on-3")
+    args = ("--data", small_npz, "--batch-size", "61")  # 64 samples: a second batch of 3
+    line = assert_one_error_line_anywhere(scan(model, *args), 70)
+    assert "internal error" in line and "batches of three" in line and "--debug" in line
+    debug = scan(model, *args, "--debug")
     assert debug.exit_code == 70 and "Traceback" in debug.output

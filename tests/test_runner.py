@@ -290,3 +290,43 @@ def test_l2_and_l1_budgets_may_exceed_one_but_linf_may_not(fragile: nn.Module, o
     assert result.rows[0].eps == 2.0  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="larger than 1.*8/255"):
         AuditConfig(model=Path("m.onnx"), norms=("linf",), eps=(8.0,))
+
+
+class OutOfBall:
+    """A broken attack: its candidates leave the eps-ball (and would fool everything)."""
+
+    name = "out-of-ball"
+    needs_gradients = True
+    cost_rank = 0
+    norms = ("linf",)
+
+    def __call__(self, model, x, y, *, eps, norm, seeds, targets=None):  # type: ignore[no-untyped-def]
+        return (x + 0.5).clamp(0, 1)
+
+
+def test_an_attack_that_leaves_the_ball_counts_for_nothing_and_is_reported(
+    fragile: nn.Module, own_label_npz: Path
+) -> None:
+    from robaudit.api import prepare
+    from robaudit.runner import evaluate
+
+    prepared = prepare(AuditConfig(model=Path("in-memory"), data=str(own_label_npz)), module=fragile)
+    try:
+        stages = plan_cascade([OutOfBall(), build_attack("fgsm")], ["linf"], [0.05], pixels=1)  # type: ignore[list-item]
+        records = evaluate(
+            prepared.adapter,
+            prepared.dataset,
+            prepared.indices,
+            stages,
+            batch_size=16,
+            seed=0,
+            input_range=(0.0, 1.0),
+        )
+    finally:
+        prepared.restore()
+    key = ("out-of-ball", "linf", 0.05)
+    assert "exceeded eps" in records.errors[key]
+    clean_correct = records.clean_pred == records.labels
+    assert bool((records.adversarial[key].pred[clean_correct] == records.labels[clean_correct]).all())
+    fgsm = records.adversarial[("fgsm", "linf", 0.05)]
+    assert bool((fgsm.pred != records.labels).any())  # the attack after it still ran
