@@ -308,7 +308,7 @@ def _open_npy_pair(path: Path, labels_path: Path, expected: tuple[int, int, int]
     for p in (path, labels_path):
         try:
             arrays.append(np.load(p, mmap_mode="r", allow_pickle=False))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, EOFError) as exc:
             raise InputError(f"{p}: not a readable .npy file ({exc}); save it with numpy.save") from None
     return _from_arrays(
         str(path),
