@@ -17,6 +17,7 @@ import torch
 
 from robaudit import __version__
 from robaudit.attacks import Attack, build_attack
+from robaudit.checkpoint import RunDir
 from robaudit.checks import reliability_flags
 from robaudit.config import AuditConfig
 from robaudit.data import Dataset, open_dataset, stratified_subset
@@ -50,7 +51,7 @@ from robaudit.results import (
     Perturbation,
     Radius,
 )
-from robaudit.runner import AttackRecords, ProgressSink, SampleRecords, evaluate, sample_seeds
+from robaudit.runner import AttackRecords, ProgressSink, SampleRecords, completed_part, evaluate, sample_seeds
 
 log = logging.getLogger("robaudit")
 
@@ -460,6 +461,10 @@ def _audit(
 ) -> AuditResult:
     for note in prepared.notes:
         log.info(note)
+    run_dir = None
+    if config.run_dir is not None:
+        run_dir = RunDir(config.run_dir)
+        run_dir.write_config(config.model_dump_json(indent=2))
     records = evaluate(
         prepared.adapter,
         prepared.dataset,
@@ -472,17 +477,28 @@ def _audit(
         progress=progress,
         gallery_size=config.gallery_size,
         keep_adversarial=config.adversarial_path is not None,
+        run_dir=run_dir,
     )
+    interrupted = records.interrupted
+    if interrupted:
+        records = completed_part(records)
     adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices
     notes, timings, stages = prepared.notes, prepared.timings, prepared.stages
     rows, worst = _rows(records, stages, adapter.capabilities.backend, adapter.num_classes)
+    if interrupted:
+        resume = f"; resume with robaudit scan --resume {config.run_dir}" if config.run_dir else ""
+        notes.insert(
+            0,
+            f"INCOMPLETE: interrupted after {records.completed} of {len(indices)} samples; the figures cover "
+            f"only those{resume}",
+        )
     if records.batch_size_used < config.batch_size:
         notes.append(
             f"out of memory at --batch-size {config.batch_size}: batches were split down to "
             f"{records.batch_size_used}; results are the same, per-sample seeds do not depend on batching"
         )
     bisect = None
-    if config.radius_bisect > 0:
+    if config.radius_bisect > 0 and not interrupted:
 
         def bisect(norm: str, attacks: list[Attack], low: np.ndarray, high: np.ndarray) -> np.ndarray:
             start = time.perf_counter()
@@ -570,7 +586,7 @@ def _audit(
         timings=timings,
     )
     flags = reliability_flags(result)
-    if config.checks:
+    if config.checks and not interrupted and records.completed:
         start = time.perf_counter()
         positions = probe_samples(records.clean_pred, records.labels)
         idx = indices[positions]
@@ -581,4 +597,4 @@ def _audit(
         flags += probed
         notes = [*notes, *probe_notes]
         timings["checks_seconds"] = round(time.perf_counter() - start, 4)
-    return replace(result, flags=flags, notes=list(notes), timings=dict(timings))
+    return replace(result, flags=flags, notes=list(notes), timings=dict(timings), complete=not interrupted)

@@ -109,9 +109,15 @@ _CONFIG_KEYS = {
     "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "json_path": "json_path",
     "html": "html_path", "markdown": "markdown_path", "per_sample": "per_sample_path",
     "radius_bisect": "radius_bisect", "save_adversarial": "adversarial_path", "baseline": "baseline",
-    "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path", "strict": "strict", "checks": "checks",
+    "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path", "strict": "strict", "checks": "checks", "run_dir": "run_dir",
 }  # fmt: skip
 _ATTACK_SETTINGS = ("steps", "restarts", "rel_step_size", "loss", "pixels", "population", "generations")
+
+
+def _given(ctx: typer.Context, param: str) -> bool:
+    """Whether a flag was given (compared by name: typer vendors click, so the enum is not click's)."""
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
 
 def _with_profile(
@@ -319,6 +325,16 @@ def scan(
         bool,
         typer.Option(help="Exit 4 when a reliability flag fires (the numbers may overstate robustness)."),
     ] = False,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Save finished batches in this folder, so an interrupted run can --resume."),
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue an interrupted run from its --run-dir folder (its settings come from there)."
+        ),
+    ] = None,
     checks: Annotated[
         bool,
         typer.Option(
@@ -397,7 +413,27 @@ def scan(
             junit_path=junit,
             strict=strict,
             checks=checks,
+            run_dir=run_dir,
         )
+        if resume is not None:
+            given = [p for p in _CONFIG_KEYS if _given(ctx, p)]
+            if given or profile is not None:
+                _fail(
+                    f"--resume {resume}: takes no other settings (got --{(given or ['profile'])[0].replace('_', '-')}); "
+                    "the run's settings come from the folder",
+                    ExitCode.USAGE_ERROR,
+                )
+            from robaudit.checkpoint import RunDir
+
+            try:
+                config = AuditConfig.model_validate_json(RunDir(resume).read_config())
+            except ValidationError:
+                _fail(
+                    f"--resume {resume}: its config.json is not a robaudit run configuration",
+                    ExitCode.INPUT_ERROR,
+                )
+            _scan(config.model_copy(update={"run_dir": resume}))
+            return
         values = _with_profile(ctx, profile, cli_values, thresholds)
         if values.get("model") is None:
             _fail(
@@ -435,6 +471,12 @@ def _scan(config: object) -> None:
     from robaudit.results import load_result
 
     assert isinstance(config, AuditConfig)
+    import signal
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (a CI job cancelled) stops the run like Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
     outputs = {
         "--json": config.json_path,
         "--html": config.html_path,
@@ -473,6 +515,15 @@ def _scan(config: object) -> None:
 
         write_junit(outcomes, config.junit_path, timestamp=result.created_utc)
         console.print(f"wrote {config.junit_path}", highlight=False)
+    if not result.complete:
+        where = f"; resume with robaudit scan --resume {config.run_dir}" if config.run_dir else ""
+        stderr.print(
+            f"robaudit: interrupted; wrote a partial report marked incomplete{where}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+        raise typer.Exit(130)
     if config.strict and result.flags:
         # Unreliable numbers make the gate's verdict meaningless, so exit 4 outranks exit 1.
         console.print(

@@ -118,6 +118,7 @@ class AuditConfig(BaseModel):
     junit_path: Path | None = None
     strict: bool = False  # exit 4 when a reliability flag fires
     checks: bool = True  # run the reliability probes (a few seconds on up to 100 samples)
+    run_dir: Path | None = None  # save finished batches here, so an interrupted run can resume
 
     @model_validator(mode="after")
     def _linf_eps_at_most_one(self) -> AuditConfig:

@@ -184,6 +184,7 @@ class AuditResult:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     caveat: str = UPPER_BOUND_CAVEAT
+    complete: bool = True  # False: interrupted, the figures cover only the samples finished
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # field order keeps schema_version first

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from robaudit.data import Dataset
 from robaudit.errors import InputError, ResourceError, UsageError, VerificationError
 from robaudit.models import ModelAdapter
 from robaudit.plan import Stage
+
+if TYPE_CHECKING:
+    from robaudit.checkpoint import RunDir
 
 NORM_TOLERANCE = 1e-6  # float32 rounding in x + delta
 
@@ -94,6 +97,8 @@ class SampleRecords:
     adversarial: dict[RecordKey, AttackRecords] = field(default_factory=dict)
     errors: dict[RecordKey, str] = field(default_factory=dict)  # attacks that failed, with why
     batch_size_used: int = 0  # the smallest batch the run fell back to after running out of memory
+    completed: int = 0  # samples (from the start of ``indices``) whose batches finished
+    interrupted: bool = False
     # Per threat model (norm, eps): the first few successes for the report's gallery, and (when asked)
     # every success, as {position in indices: (attack name, x, x_adv)} with images (C, H, W) on [0, 1].
     examples: dict[tuple[str, float], dict[int, tuple[str, np.ndarray, np.ndarray]]] = field(
@@ -115,6 +120,34 @@ def _first_line(exc: BaseException, limit: int = 200) -> str:
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     text = lines[-1] if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def completed_part(records: SampleRecords) -> SampleRecords:
+    """The records of the samples whose batches finished (all of them unless interrupted)."""
+    n = records.completed
+    if n == len(records.indices):
+        return records
+    cut = slice(0, n)
+    fields_ = ("pred", "conf", "fooled_converted", "target_hit", "linf", "l2", "l0")
+    adversarial = {
+        key: AttackRecords(**{f: getattr(rec, f)[cut] for f in fields_}, seconds=rec.seconds)
+        for key, rec in records.adversarial.items()
+    }
+    return SampleRecords(
+        indices=records.indices[cut],
+        labels=records.labels[cut],
+        clean_pred=records.clean_pred[cut],
+        clean_conf=records.clean_conf[cut],
+        targets=None if records.targets is None else records.targets[cut],
+        adversarial=adversarial,
+        errors=dict(records.errors),
+        batch_size_used=records.batch_size_used,
+        completed=n,
+        interrupted=records.interrupted,
+        examples={t: {p: v for p, v in g.items() if p < n} for t, g in records.examples.items()},
+        saved={t: {p: v for p, v in g.items() if p < n} for t, g in records.saved.items()},
+        clean_seconds=records.clean_seconds,
+    )
 
 
 def verify(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, attack: str) -> None:
@@ -202,6 +235,7 @@ def evaluate(
     progress: ProgressSink | None = None,
     gallery_size: int = 4,
     keep_adversarial: bool = False,
+    run_dir: RunDir | None = None,
 ) -> SampleRecords:
     """Run the clean pass and every stage's cascade over all samples, one streamed batch at a time.
 
@@ -342,7 +376,19 @@ def evaluate(
             process(first + half, idx[half:], x_np[half:], y_np[half:])
 
     offset = 0
-    for idx, x_np, y_np in dataset.batches(indices, batch_size, input_range):
-        process(offset, idx, x_np, y_np)
-        offset += len(idx)
+    try:
+        for idx, x_np, y_np in dataset.batches(indices, batch_size, input_range):
+            if run_dir is not None and run_dir.has(offset):
+                run_dir.load(records, offset, len(idx))  # done before an interruption
+                progress.advance(clean_task, len(idx))
+                for task in tasks.values():
+                    progress.advance(task, len(idx))
+            else:
+                process(offset, idx, x_np, y_np)
+                if run_dir is not None:
+                    run_dir.save(records, offset, len(idx))
+            offset += len(idx)
+            records.completed = offset
+    except KeyboardInterrupt:
+        records.interrupted = True  # the caller reports the completed batches, marked incomplete
     return records

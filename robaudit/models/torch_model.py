@@ -90,7 +90,9 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
         return program.module().to(device), "torch.export", shape
     if _is_torchscript(path):
         try:
-            return torch.jit.load(str(path), map_location=device), "TorchScript", None
+            with warnings.catch_warnings():  # torch's deprecation notice is for authors, not auditors
+                warnings.simplefilter("ignore", FutureWarning)
+                return torch.jit.load(str(path), map_location=device), "TorchScript", None
         except Exception as exc:  # noqa: BLE001
             raise InputError(
                 f"{path}: not a readable TorchScript file ({_one_line(exc)}); re-save it"

@@ -1,0 +1,82 @@
+"""Interrupt a real scan mid-run, resume it, and get the uninterrupted run's results sample for sample."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from robaudit.cli import app
+from tests.conftest import HOLDOUT, SAMPLES
+
+ARGS = [
+    str(SAMPLES / "mnist_cnn.pt"), "--data", str(HOLDOUT), "--limit", "400", "--batch-size", "40",
+    "--attack", "fgsm", "--attack", "pgd", "--steps", "40", "--eps", "0.1", "--eps", "0.2", "--no-checks",
+]  # fmt: skip
+
+
+def comparable(report: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in report["rows"]]
+
+
+def test_sigterm_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    run_dir, interrupted_json = tmp_path / "run", tmp_path / "interrupted.json"
+    env = {**os.environ, "PYTHONPATH": str(SAMPLES.parent)}
+    process = subprocess.Popen(  # noqa: S603 - robaudit itself
+        [
+            sys.executable,
+            "-m",
+            "robaudit",
+            "scan",
+            *ARGS,
+            "--run-dir",
+            str(run_dir),
+            "--json",
+            str(interrupted_json),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while len(list(run_dir.glob("batch-*.npz"))) < 2:  # let two batches finish, then stop it
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "no batch finished in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "interrupted; wrote a partial report marked incomplete" in err and f"--resume {run_dir}" in err
+    partial = json.loads(interrupted_json.read_text(encoding="utf-8"))
+    finished = len(list(run_dir.glob("batch-*.npz")))
+    assert partial["complete"] is False and 2 <= finished < 10
+    assert partial["data"]["n_evaluated"] == 400
+    assert partial["rows"][0]["n_samples"] == 40 * finished  # the figures cover the finished batches only
+    assert partial["notes"][0].startswith("INCOMPLETE: interrupted after")
+
+    resumed = CliRunner().invoke(app, ["scan", "--resume", str(run_dir)])
+    assert resumed.exit_code == 0, resumed.output
+    final = json.loads(interrupted_json.read_text(encoding="utf-8"))  # the same --json path, now complete
+    assert final["complete"] is True
+
+    reference = tmp_path / "reference.json"
+    direct = CliRunner().invoke(app, ["scan", *ARGS, "--json", str(reference)])
+    assert direct.exit_code == 0, direct.output
+    expected = json.loads(reference.read_text(encoding="utf-8"))
+    assert comparable(final) == comparable(expected)
+    assert final["gallery"] == expected["gallery"] and final["radius"] == expected["radius"]
+
+
+def test_resume_takes_no_other_settings(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["scan", "--resume", str(tmp_path), "--eps", "0.3"])
+    assert result.exit_code == 2 and "takes no other settings" in result.output
+    result = CliRunner().invoke(app, ["scan", "--resume", str(tmp_path / "none")])
+    assert result.exit_code == 3 and "no config.json there" in result.output
