@@ -364,3 +364,25 @@ def test_external_data_inside_the_folder_is_loaded(tmp_path: Path) -> None:
     result = runner.invoke(app, ["scan", str(model), "--data", str(small_data(tmp_path)), "--eps", "0.05"])
     assert result.exit_code == 0, result.output
     assert "external data" in " ".join(result.stdout.split())
+
+
+# --- the C++ parsers run first in a child process ---------------------------------------------------
+
+
+def test_a_model_that_hangs_the_parsers_is_refused_after_the_time_limit() -> None:
+    from robaudit.errors import InputError
+    from robaudit.isolated import preflight
+
+    with pytest.raises(InputError, match=r"did not finish in 0 s in an isolated process; refused"):
+        preflight(CNN.read_bytes(), CNN, timeout_s=0.001)
+
+
+def test_a_model_that_crashes_the_parsers_is_refused() -> None:
+    """An address-space limit too small for ONNX Runtime makes the real child die, as a crafted model
+    that exhausts memory would; robaudit reports it and carries on running."""
+    from robaudit.errors import InputError
+    from robaudit.isolated import preflight
+
+    with pytest.raises(InputError, match=r"crashed on this model \(.*\) in an isolated process; refused"):
+        preflight(CNN.read_bytes(), CNN, address_space=64 << 20)
+    preflight(CNN.read_bytes(), CNN)  # with the normal limits the sample model passes

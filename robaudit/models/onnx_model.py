@@ -21,6 +21,7 @@ from onnx import helper
 
 from robaudit.config import AuditConfig
 from robaudit.errors import InputError
+from robaudit.isolated import preflight
 from robaudit.models.base import (
     Capabilities,
     ModelAdapter,
@@ -176,6 +177,7 @@ class OnnxModelHandle:
         if load_external_data_safely(model, path):
             self.notes.append(f"{path.name}: weights loaded from external data files next to the model")
         check_initializer_sizes(model, path)
+        preflight(model.SerializeToString(), path)  # a crash or hang in the C++ parsers stays in a child
         try:
             onnx.checker.check_model(model)
             checker_error = None
