@@ -247,7 +247,7 @@ def _rows(
                     records,
                     fooled,
                     rec,
-                    backend,
+                    backend if attack.needs_gradients else "runtime-only",
                     int((fooled & ~previous).sum()),
                     num_classes,
                 )
@@ -262,8 +262,10 @@ def _rows(
         fooled_by_norm[norm] = worst
         worst_by_threat[(norm, eps)] = worst
         stage_seconds = sum(records.adversarial[(a.name, norm, eps)].seconds for a in stage.attacks)
+        # The converted graph's count means something only when every attack of the stage used it.
+        worst_backend = backend if all(a.needs_gradients for a in stage.attacks) else "runtime-only"
         rows.append(
-            _row(WORST_CASE, stage, records, worst, merged, backend, None, num_classes, stage_seconds)
+            _row(WORST_CASE, stage, records, worst, merged, worst_backend, None, num_classes, stage_seconds)
         )
     return rows, worst_by_threat
 
@@ -484,7 +486,10 @@ def _audit(
         records = completed_part(records)
     adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices
     notes, timings, stages = prepared.notes, prepared.timings, prepared.stages
-    rows, worst = _rows(records, stages, adapter.capabilities.backend, adapter.num_classes)
+    caps = adapter.capabilities
+    # "onnx" rows report how many samples the converted graph alone was fooled on; that needs a conversion.
+    row_backend = "onnx" if caps.backend == "onnx" and caps.gradients else "torch"
+    rows, worst = _rows(records, stages, row_backend, adapter.num_classes)
     if interrupted:
         resume = f"; resume with robaudit scan --resume {config.run_dir}" if config.run_dir else ""
         notes.insert(

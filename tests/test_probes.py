@@ -113,3 +113,34 @@ def test_sub_8_bit_adversarial_examples_are_caught(tmp_path: Path) -> None:
     assert "quantisation" in {f.code for f in result.flags}
     note = next(n for n in result.notes if n.startswith("8-bit check"))
     assert "0 still fool the model" in note
+
+
+def test_an_onnx_export_with_dropout_in_training_mode_is_caught(tmp_path: Path) -> None:
+    """Exported by torch.onnx in training mode, the Dropout stays random in ONNX Runtime. No converter
+    takes it, so only gradient-free attacks run, and the randomness probe fires."""
+    import warnings
+
+    class WithDropout(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = lenet()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.drop(self.inner(x))
+
+    path = tmp_path / "dropout.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            WithDropout().train(),
+            (torch.rand(2, 1, 28, 28),),
+            str(path),
+            dynamo=False,
+            training=torch.onnx.TrainingMode.TRAINING,
+            do_constant_folding=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "N"}},
+        )
+    flags = flags_of(model=path, attacks=("onepixel",), population=8, generations=2)
+    assert flags == {"randomness"}  # and not runtime-transfer: one-pixel never used a converted graph

@@ -284,6 +284,15 @@ class OnnxModelHandle:
                     reference_2d.abs().max()
                 )
                 if converted.shape != reference_2d.shape or not parity <= tolerance:
+                    again = runtime(model_input)
+                    if not np.array_equal(
+                        again.reshape(again.shape[0], -1), reference.reshape(reference.shape[0], -1)
+                    ):
+                        raise InputError(
+                            f"{self.path}: ONNX Runtime gives different outputs for the same input (a Dropout "
+                            "exported in training mode, or a random op); audit a deterministic model: export it "
+                            "in eval mode (model.eval() before torch.onnx.export)"
+                        )
                     raise InputError(
                         f"{self.path}: the PyTorch conversion ({converter}) disagrees with ONNX Runtime by up to "
                         f"{parity:.3g} on the first batch (tolerance {tolerance:.3g}); its gradients cannot be "
