@@ -203,7 +203,7 @@ def scan(
         list[str] | None,
         typer.Option(
             help="Attack to run, repeatable: fgsm, pgd, onepixel, or art:ClassName (any ART evasion attack, "
-            "needs pip install 'robaudit[art]'). Default: fgsm."
+            "needs pip install 'robaudit\\[art]'). Default: fgsm."
         ),
     ] = None,
     norm: Annotated[
@@ -291,7 +291,7 @@ def scan(
     fail_under: Annotated[
         list[str] | None,
         typer.Option(
-            help="Gate: fail (exit 1) when METRIC@[ATTACK:]NORM:EPS is below VALUE, repeatable; e.g. "
+            help="Gate: fail (exit 1) when METRIC@\\[ATTACK:]NORM:EPS is below VALUE, repeatable; e.g. "
             "robust_accuracy@pgd:linf:0.1=0.80 or clean_accuracy=0.95. Attack defaults to worst-case."
         ),
     ] = None,

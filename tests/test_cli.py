@@ -732,3 +732,11 @@ def test_an_unexpected_failure_exits_70_with_a_pointer_to_debug(tmp_path: Path, 
     assert "internal error" in line and "batches of three" in line and "--debug" in line
     debug = scan(model, *args, "--debug")
     assert debug.exit_code == 70 and "Traceback" in debug.output
+
+
+def test_scan_help_keeps_its_square_brackets() -> None:
+    """Rich reads [..] as markup: the install hint and the threshold syntax must survive it."""
+    result = runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = flat(result.stdout)
+    assert "'robaudit[art]'" in text and "METRIC@[ATTACK:]NORM:EPS" in text
