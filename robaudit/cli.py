@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 
 from robaudit import __version__
-from robaudit.errors import ExitCode, RobauditError
+from robaudit.errors import ExitCode, RobauditError, one_line
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 passed; 1 gate failed; 2 usage or profile error; 3 unreadable or unsafe input; "
@@ -47,14 +47,6 @@ stderr = Console(stderr=True)
 def _fail(message: str, code: int) -> NoReturn:
     stderr.print(f"robaudit: error: {message}", highlight=False, markup=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message on one line: the last line of a multi-line one (TorchScript puts its
-    own traceback first and the actual error last)."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _pair(text: str, flag: str) -> tuple[float, float]:
@@ -458,7 +450,7 @@ def scan(
         if debug:
             traceback.print_exc()
         _fail(
-            f"internal error: {type(exc).__name__}: {_one_line(exc)}; rerun with --debug for the traceback",
+            f"internal error: {type(exc).__name__}: {one_line(exc)}; rerun with --debug for the traceback",
             ExitCode.INTERNAL_ERROR,
         )
 
@@ -599,7 +591,7 @@ def report(
         if debug:
             traceback.print_exc()
         _fail(
-            f"internal error: {type(exc).__name__}: {_one_line(exc)}; rerun with --debug for the traceback",
+            f"internal error: {type(exc).__name__}: {one_line(exc)}; rerun with --debug for the traceback",
             ExitCode.INTERNAL_ERROR,
         )
 

@@ -49,3 +49,11 @@ class VerificationError(RobauditError):
     """An attack returned a point outside its threat model. This is a bug in an attack, never a success."""
 
     exit_code = ExitCode.INTERNAL_ERROR
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message on one line: the last non-blank line of a multi-line one (TorchScript
+    puts its own traceback first and the actual error last), cut to ``limit`` characters."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -22,6 +22,7 @@ Every probe's candidates go through the runner's verification, like the audit's.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from robaudit.attacks import rng
 from robaudit.attacks.base import input_gradient
 from robaudit.attacks.fgsm import FGSM
 from robaudit.attacks.pgd import PGD
+from robaudit.errors import one_line
 from robaudit.models import ModelAdapter
 from robaudit.plan import Stage
 from robaudit.results import Flag
@@ -83,7 +85,7 @@ def gradients(
         return [
             Flag(
                 code="gradients-unavailable",
-                message=f"the loss gradient cannot be computed ({str(exc).splitlines()[0][:120]})",
+                message=f"the loss gradient cannot be computed ({one_line(exc, 120)})",
                 advice="gradient attacks cannot work on this model: rely on gradient-free attacks (onepixel) or export it differentiably",
             )
         ]
@@ -124,29 +126,40 @@ def unbounded(adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: to
     ]
 
 
+@dataclass(frozen=True)
+class PgdRun:
+    """The run's own PGD on the probe samples, computed once and shared by the probes that compare
+    against it (per-sample seeds make its outcome on any subset the same as on the whole)."""
+
+    attack: PGD
+    x_adv: torch.Tensor
+    fooled: torch.Tensor
+
+
+def run_pgd(
+    adapter: ModelAdapter, attack: PGD, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
+) -> PgdRun:
+    norm, eps = stage.threat.norm, stage.threat.eps
+    x_adv = attack(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
+    verify(x_adv, x, eps, norm, attack.name)
+    return PgdRun(attack, x_adv, _fooled(adapter, x_adv, y))
+
+
 def weaker_attack_wins(
-    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
+    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage, pgd: PgdRun
 ) -> list[Flag]:
     """FGSM and PGD per sample at the stage's threat model: PGD should break whatever FGSM breaks."""
     norm, eps = stage.threat.norm, stage.threat.eps
-    pgd = next((a for a in stage.attacks if isinstance(a, PGD)), None)
-    if pgd is None:
-        return []
     fgsm_fooled = _fooled(adapter, FGSM()(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds), y)
-    idx = torch.nonzero(fgsm_fooled).flatten()
-    if idx.numel() == 0:
-        return []
-    x_adv = pgd(adapter.logits, x[idx], y[idx], eps=eps, norm=norm, seeds=seeds[idx])
-    verify(x_adv, x[idx], eps, norm, pgd.name)
-    missed = int((~_fooled(adapter, x_adv, y[idx])).sum())
+    missed = int((fgsm_fooled & ~pgd.fooled).sum())
     if missed == 0:
         return []
     return [
         Flag(
             code="weaker-attack-wins",
             message=(
-                f"{norm} eps={eps:g}: FGSM fooled {missed} of {idx.numel()} probed samples that {pgd.name} did not "
-                "(Athalye et al. 2018)"
+                f"{norm} eps={eps:g}: FGSM fooled {missed} of {int(fgsm_fooled.sum())} probed samples that "
+                f"{pgd.attack.name} did not (Athalye et al. 2018)"
             ),
             advice="the iterative attack is stuck (masked or noisy gradients, too small a step): use more --restarts or --loss dlr",
         )
@@ -154,21 +167,14 @@ def weaker_attack_wins(
 
 
 def loss_choice(
-    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
+    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage, pgd: PgdRun
 ) -> list[Flag]:
     """PGD with cross-entropy vs the DLR loss (Croce & Hein 2020) at the stage's threat model."""
-    norm, eps = stage.threat.norm, stage.threat.eps
-    pgd = next((a for a in stage.attacks if isinstance(a, PGD) and a.loss == "ce"), None)
-    if pgd is None or adapter.num_classes < 3:
+    if pgd.attack.loss != "ce" or adapter.num_classes < 3:
         return []
-    robust = {}
-    for attack in (
-        pgd,
-        PGD(steps=pgd.steps, rel_step_size=pgd.rel_step_size, restarts=pgd.restarts, loss="dlr"),
-    ):
-        x_adv = attack(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
-        verify(x_adv, x, eps, norm, attack.name)
-        robust[attack.loss] = float((~_fooled(adapter, x_adv, y)).float().mean())
+    norm, eps = stage.threat.norm, stage.threat.eps
+    dlr = run_pgd(adapter, replace(pgd.attack, loss="dlr"), x, y, seeds, stage)
+    robust = {"ce": float((~pgd.fooled).float().mean()), "dlr": float((~dlr.fooled).float().mean())}
     if robust["ce"] - robust["dlr"] <= _noise_floor(len(y)):
         return []
     return [
@@ -184,53 +190,42 @@ def loss_choice(
 
 
 def incomplete_optimisation(
-    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
+    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage, pgd: PgdRun
 ) -> list[Flag]:
     """PGD with twice the steps on the same samples: if it breaks noticeably more, the run's PGD stopped
     before converging (Carlini et al. 2019)."""
     norm, eps = stage.threat.norm, stage.threat.eps
-    pgd = next((a for a in stage.attacks if isinstance(a, PGD)), None)
-    if pgd is None:
-        return []
-    robust = []
-    for steps in (pgd.steps, 2 * pgd.steps):
-        attack = PGD(steps=steps, rel_step_size=pgd.rel_step_size, restarts=pgd.restarts, loss=pgd.loss)
-        x_adv = attack(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
-        verify(x_adv, x, eps, norm, attack.name)
-        robust.append(float((~_fooled(adapter, x_adv, y)).float().mean()))
+    steps = pgd.attack.steps
+    doubled = run_pgd(adapter, replace(pgd.attack, steps=2 * steps), x, y, seeds, stage)
+    robust = [float((~pgd.fooled).float().mean()), float((~doubled.fooled).float().mean())]
     if robust[0] - robust[1] <= _noise_floor(len(y)):
         return []
     return [
         Flag(
             code="incomplete-optimisation",
             message=(
-                f"{norm} eps={eps:g}: {2 * pgd.steps} PGD steps leave {100 * robust[1]:.1f}% of {len(y)} probed samples "
-                f"robust, {pgd.steps} steps {100 * robust[0]:.1f}%"
+                f"{norm} eps={eps:g}: {2 * steps} PGD steps leave {100 * robust[1]:.1f}% of {len(y)} probed samples "
+                f"robust, {steps} steps {100 * robust[0]:.1f}%"
             ),
-            advice=f"the attack has not converged: raise --steps (at least {2 * pgd.steps}) until robust accuracy stops falling",
+            advice=f"the attack has not converged: raise --steps (at least {2 * steps}) until robust accuracy stops falling",
         )
     ]
 
 
 def quantisation(
-    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
+    adapter: ModelAdapter, y: torch.Tensor, stage: Stage, pgd: PgdRun
 ) -> tuple[list[Flag], str | None]:
     """Re-check PGD's adversarial examples after rounding pixels to 8 bits, as a saved PNG would store
-    them: both figures go into the notes, and a flag when rounding undoes some."""
+    them: both figures go into the notes, and a flag when rounding undoes most of them."""
     norm, eps = stage.threat.norm, stage.threat.eps
-    pgd = next((a for a in stage.attacks if isinstance(a, PGD)), None)
-    if pgd is None:
-        return [], None
-    x_adv = pgd(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
-    fooled = _fooled(adapter, x_adv, y)
-    n = int(fooled.sum())
+    n = int(pgd.fooled.sum())
     if n == 0:
         return [], None
-    rounded = (x_adv[fooled] * 255).round() / 255
-    kept = int(_fooled(adapter, rounded, y[fooled]).sum())
+    rounded = (pgd.x_adv[pgd.fooled] * 255).round() / 255
+    kept = int(_fooled(adapter, rounded, y[pgd.fooled]).sum())
     note = (
-        f"8-bit check ({norm} eps={eps:g}, {len(y)} probed samples): {n} adversarial examples from {pgd.name}, "
-        f"{kept} still fool the model with pixels rounded to 8 bits"
+        f"8-bit check ({norm} eps={eps:g}, {len(y)} probed samples): {n} adversarial examples from "
+        f"{pgd.attack.name}, {kept} still fool the model with pixels rounded to 8 bits"
     )
     if kept * 2 >= n:
         return [], note  # the figures are in the note; a flag only when most of the effect is sub-8-bit
@@ -261,11 +256,10 @@ def probe_flags(
         except Exception as exc:  # noqa: BLE001
             if is_out_of_memory(exc):
                 raise
-            line = [part for part in str(exc).strip().splitlines() if part.strip()] or [type(exc).__name__]
             flags.append(
                 Flag(
                     code="probe-failed",
-                    message=f"the {name} probe failed ({type(exc).__name__}: {line[-1].strip()[:160]})",
+                    message=f"the {name} probe failed ({type(exc).__name__}: {one_line(exc, 160)})",
                     advice="the model misbehaves under the probe's queries; run with --debug, or --no-checks to skip probes",
                 )
             )
@@ -281,31 +275,28 @@ def probe_flags(
     attempt("unbounded-attack", lambda: unbounded(adapter, x, y, seeds))
     if gradient_stages:
         stage = gradient_stages[0]  # the smallest eps of the first norm: where attacks are least saturated
-        attempt("weaker-attack", lambda: weaker_attack_wins(adapter, x, y, seeds, stage))
-        attempt("loss-choice", lambda: loss_choice(adapter, x, y, seeds, stage))
-        attempt("incomplete-optimisation", lambda: incomplete_optimisation(adapter, x, y, seeds, stage))
+        attack = next(a for a in stage.attacks if isinstance(a, PGD))
+        base: list[PgdRun] = []
 
-        def quantised() -> list[Flag]:
-            found, note = quantisation(adapter, x, y, seeds, stage)
-            notes.extend([note] if note else [])
-            return found
+        def run_base() -> list[Flag]:
+            base.append(run_pgd(adapter, attack, x, y, seeds, stage))
+            return []
 
-        attempt("quantisation", quantised)
-    return flags, notes
-    gradient_stages = [
-        st for st in stages if st.threat.norm != "l0" and any(isinstance(a, PGD) for a in st.attacks)
-    ]
-    eps = gradient_stages[0].threat.eps if gradient_stages else 8 / 255
-    flags += gradients(adapter, x, y, seeds, eps)
-    flags += unbounded(adapter, x, y, seeds)
-    if gradient_stages:
-        stage = gradient_stages[0]  # the smallest eps of the first norm: where attacks are least saturated
-        flags += weaker_attack_wins(adapter, x, y, seeds, stage)
-        flags += loss_choice(adapter, x, y, seeds, stage)
-        flags += incomplete_optimisation(adapter, x, y, seeds, stage)
-        quantised, note = quantisation(adapter, x, y, seeds, stage)
-        flags += quantised
-        notes += [note] if note else []
+        attempt("pgd", run_base)
+        if base:
+            pgd = base[0]
+            attempt("weaker-attack", lambda: weaker_attack_wins(adapter, x, y, seeds, stage, pgd))
+            attempt("loss-choice", lambda: loss_choice(adapter, x, y, seeds, stage, pgd))
+            attempt(
+                "incomplete-optimisation", lambda: incomplete_optimisation(adapter, x, y, seeds, stage, pgd)
+            )
+
+            def quantised() -> list[Flag]:
+                found, note = quantisation(adapter, y, stage, pgd)
+                notes.extend([note] if note else [])
+                return found
+
+            attempt("quantisation", quantised)
     return flags, notes
 
 

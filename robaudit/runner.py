@@ -17,7 +17,7 @@ import torch
 from robaudit.attacks import rng
 from robaudit.attacks.norms import lp_norm
 from robaudit.data import Dataset
-from robaudit.errors import InputError, ResourceError, UsageError, VerificationError
+from robaudit.errors import InputError, ResourceError, UsageError, VerificationError, one_line
 from robaudit.models import ModelAdapter
 from robaudit.plan import Stage
 
@@ -114,12 +114,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def completed_part(records: SampleRecords) -> SampleRecords:
@@ -316,7 +310,7 @@ def evaluate(
                             raise  # the user's to fix, or the batch's to split
                         # A crash, or candidates outside the threat model (VerificationError): never a success.
                         # Reported against this attack (and flagged); its candidates count for nothing.
-                        records.errors[key] = f"{type(exc).__name__}: {_first_line(exc)}"
+                        records.errors[key] = f"{type(exc).__name__}: {one_line(exc)}"
                         x_adv = None
                     if x_adv is not None:
                         adv_pred, adv_conf = _softmax_top1(adapter.predict_logits(x_adv))
