@@ -18,7 +18,7 @@ import torch
 from robaudit import __version__
 from robaudit.attacks import Attack, build_attack
 from robaudit.checkpoint import RunDir
-from robaudit.checks import reliability_flags
+from robaudit.checks import pixel_attack_inside_ball, reliability_flags
 from robaudit.config import AuditConfig
 from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
@@ -591,6 +591,8 @@ def _audit(
         timings=timings,
     )
     flags = reliability_flags(result)
+    if config.checks:
+        flags += pixel_attack_inside_ball(records, stages, worst)
     if config.checks and not interrupted and records.completed:
         start = time.perf_counter()
         positions = probe_samples(records.clean_pred, records.labels)

@@ -1,15 +1,22 @@
 """Reliability checks: signs that an evaluation overstates robustness, as typed flags.
 
-Each check reads only the results object (and so costs nothing to run) and returns flags that say
-what was seen and what to do. ``--strict`` turns any flag into exit code 4. Checks that need extra
+Each check reads only the results object, or for ``pixel_attack_inside_ball`` the runner's per-sample
+records (so they cost nothing to run), and returns flags that say what was seen and what to do. ``--strict`` turns any flag into exit code 4. Checks that need extra
 model queries (randomness, gradient masking, an unbounded attack) are planned beside these.
 """
 
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
 from robaudit.results import WORST_CASE, AuditResult, Flag
+
+if TYPE_CHECKING:  # the results-only checks stay free of torch
+    import numpy as np
+
+    from robaudit.plan import Stage
+    from robaudit.runner import SampleRecords
 
 
 def clean_sanity(result: AuditResult) -> list[Flag]:
@@ -93,3 +100,40 @@ CHECKS = (clean_sanity, runtime_transfer, eps_monotonicity, attack_failed)
 
 def reliability_flags(result: AuditResult) -> list[Flag]:
     return [flag for check in CHECKS for flag in check(result)]
+
+
+def pixel_attack_inside_ball(
+    records: SampleRecords, stages: list[Stage], worst: dict[tuple[str, float], np.ndarray]
+) -> list[Flag]:
+    """A few-pixel adversarial example is a point like any other: when its L∞ or L2 size fits inside a
+    gradient stage's ball and that stage's attacks left the sample robust, the weaker, gradient-free
+    attack has won (Athalye et al. 2018), and the stage's robust accuracy is overstated."""
+    clean_correct = records.clean_pred == records.labels
+    flags = []
+    for pixel_stage in (st for st in stages if st.threat.norm == "l0"):
+        last = pixel_stage.attacks[-1].name
+        rec = records.adversarial[(last, "l0", pixel_stage.threat.eps)]
+        found = clean_correct & (rec.pred != records.labels)
+        names = ", ".join(a.name for a in pixel_stage.attacks)
+        for stage in stages:
+            norm, eps = stage.threat.norm, stage.threat.eps
+            if norm not in ("linf", "l2"):
+                continue  # L1 sizes are not recorded, and l0 is the pixel stage's own threat model
+            size = rec.linf if norm == "linf" else rec.l2
+            missed = int((found & (size <= eps + 1e-6) & ~worst[(norm, eps)]).sum())
+            if missed:
+                flags.append(
+                    Flag(
+                        code="weaker-attack-wins",
+                        message=(
+                            f"{norm} eps={eps:g}: {names} ({pixel_stage.threat.describe()}) fooled {missed} samples "
+                            f"with a change inside this ball that {', '.join(a.name for a in stage.attacks)} left "
+                            "robust (Athalye et al. 2018)"
+                        ),
+                        advice=(
+                            "robust accuracy at this budget is overstated by at least these samples: the gradient "
+                            "attacks are failing (masked gradients?); use more --restarts or --loss dlr"
+                        ),
+                    )
+                )
+    return flags

@@ -51,6 +51,16 @@ class VerificationError(RobauditError):
     exit_code = ExitCode.INTERNAL_ERROR
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """GPU or host allocation failure. PyTorch reports a failed host allocation as a RuntimeError and a
+    GPU one as torch.cuda.OutOfMemoryError (a RuntimeError too); matched by name so this module stays
+    free of torch."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception's message on one line: the last non-blank line of a multi-line one (TorchScript
     puts its own traceback first and the actual error last), cut to ``limit`` characters."""

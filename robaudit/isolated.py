@@ -1,30 +1,45 @@
-"""Load a hostile ONNX file in a child process first, where a crash or a hang cannot take robaudit down.
+"""Run the parsing of a hostile ONNX file where a crash or a hang cannot take robaudit down.
 
-The ONNX checker and ONNX Runtime's session creation are C++ that parses untrusted bytes. They run
-once in a child Python (``python -m robaudit.isolated FILE``) with a time limit and an address-space
-limit; only when the child finishes does robaudit load the model itself. The child imports onnx and
-onnxruntime, not torch, so the check costs well under a second on a typical model. A plain
-subprocess, not multiprocessing: spawning through multiprocessing re-imports the caller's main
+Two steps parse untrusted bytes:
+
+- The ONNX checker and ONNX Runtime's session creation (C++). They run once in a fresh child Python
+  (``python -m robaudit.isolated check FILE``) with a time limit and an address-space limit; only
+  when the child finishes does robaudit open the model itself. The child imports onnx and
+  onnxruntime, not torch, so this costs well under a second.
+- The conversion to PyTorch (onnx2pytorch, onnx2torch): Python that walks the graph and builds
+  tensors from it. It is first tried in a forked child (``run_forked``), which already holds torch and
+  the converters, so the trial costs the conversion alone. Forking a process that has threads is
+  fragile (a lock another thread held at the fork stays held in the child), so a forked trial that
+  fails is not believed: it is confirmed in a fresh child Python (``... convert FILE``), whose verdict
+  counts. The parent converts only when a trial finished.
+
+Plain subprocesses, not multiprocessing: spawning through multiprocessing re-imports the caller's main
 script, which a library must not do to its users.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import gc
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from robaudit.errors import InputError
+from robaudit.errors import InputError, is_out_of_memory
 
 TIMEOUT_S = 120.0
 MIN_ADDRESS_SPACE = 8 << 30  # ONNX Runtime maps its libraries and arenas; 8 GiB leaves room for that
+_OUT_OF_MEMORY = 3  # the children's exit code for a failed allocation
 
 
-def _load(model_file: str) -> None:
-    """The child's work: parse, check and open the model; Python errors are the parent's to report."""
+def _check(model_file: str) -> None:
+    """Parse, check and open the model; Python errors are the parent's to report."""
     import onnx
     import onnxruntime
 
@@ -41,6 +56,19 @@ def _load(model_file: str) -> None:
         pass
 
 
+def _convert(model_file: str) -> None:
+    """Convert the model to PyTorch as the parent would; exit code 3 for a failed allocation."""
+    import onnx
+
+    from robaudit.models.onnx_model import trial_convert
+
+    try:
+        trial_convert(onnx.load_model_from_string(Path(model_file).read_bytes()))
+    except Exception as exc:  # noqa: BLE001 - other Python errors are the parent's to meet itself
+        if is_out_of_memory(exc):
+            sys.exit(_OUT_OF_MEMORY)
+
+
 def _limit_memory(address_space: int) -> None:
     import resource
 
@@ -50,35 +78,124 @@ def _limit_memory(address_space: int) -> None:
         pass  # a platform without the limit still gets the process boundary and the timeout
 
 
-def preflight(
-    data: bytes, path: Path, timeout_s: float = TIMEOUT_S, address_space: int | None = None
-) -> None:
-    """Raise InputError when checking or loading ``data`` crashes, hangs or exhausts memory."""
-    address_space = address_space or max(MIN_ADDRESS_SPACE, 16 * len(data))
+def _address_space_in_use() -> int | None:
+    """This process's virtual size (VmSize), so a forked child's limit can sit above what it inherits."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmSize:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _trouble(returncode: int, address_space: int) -> str | None:
+    """A child's exit status in words, or None when it finished."""
+    if returncode < 0:
+        return f"crashed (signal {signal.Signals(-returncode).name})"
+    if returncode == _OUT_OF_MEMORY:
+        return f"ran out of memory (limit {address_space / 2**30:.1f} GiB)"
+    if returncode != 0:
+        return f"failed (exit code {returncode})"
+    return None
+
+
+def run_child(task: str, data: bytes, timeout_s: float, address_space: int) -> int | None:
+    """Run ``task`` (check or convert) on ``data`` in a fresh child Python: its exit status, or None
+    when it did not finish in time."""
     with tempfile.TemporaryDirectory(prefix="robaudit-") as folder:
         model_file = Path(folder) / "model.onnx"
         model_file.write_bytes(data)
         try:
             done = subprocess.run(  # noqa: S603 - this interpreter, this module
-                [sys.executable, "-m", "robaudit.isolated", str(model_file)],
+                [sys.executable, "-m", "robaudit.isolated", task, str(model_file)],
                 capture_output=True,
                 timeout=timeout_s,
                 preexec_fn=(lambda: _limit_memory(address_space)) if os.name == "posix" else None,  # noqa: PLW1509
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise InputError(
-                f"{path}: checking and loading the model did not finish in {timeout_s:.0f} s in an isolated "
-                "process; refused (a crafted graph can make the ONNX parser loop); re-export the model"
-            ) from None
-    if done.returncode != 0:
-        code = done.returncode
-        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            return None
+    return done.returncode
+
+
+def run_forked(
+    work: Callable[[], object], timeout_s: float = TIMEOUT_S, extra_memory: int = MIN_ADDRESS_SPACE
+) -> str | None:
+    """Run ``work`` in a forked child with a time limit and ``extra_memory`` bytes of address space
+    beyond what it inherits. Returns None when it finished, else why not, in words. Where fork is
+    missing (Windows), ``work`` is not tried and "fork unavailable" is returned."""
+    if not hasattr(os, "fork"):
+        return "fork unavailable"
+    in_use = _address_space_in_use()
+    with warnings.catch_warnings():  # Python 3.12+ warns about forking a threaded process: the caller
+        warnings.simplefilter("ignore", DeprecationWarning)  # confirms any failure in a fresh process
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child; coverage cannot see it
+        code = 0
+        try:
+            # Inherited native objects (an ONNX Runtime session and its thread pool, say) must not be
+            # finalised here: their destructors wait for threads that do not exist in the child.
+            gc.disable()
+            faulthandler.disable()  # a crash is reported by the parent in one line, not as a dump here
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
+            if in_use is not None:
+                _limit_memory(in_use + extra_memory)
+            work()
+        except BaseException as exc:  # noqa: BLE001 - other Python errors are the caller's to meet itself
+            code = _OUT_OF_MEMORY if is_out_of_memory(exc) else 0
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + timeout_s
+    pause = 0.001
+    while True:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return f"did not finish in {timeout_s:g} s"
+        time.sleep(pause)
+        pause = min(2 * pause, 0.05)
+    return _trouble(os.waitstatus_to_exitcode(status), extra_memory)
+
+
+def trial_conversion(
+    work: Callable[[], object], data: bytes, timeout_s: float = TIMEOUT_S, address_space: int | None = None
+) -> str | None:
+    """Try the conversion ``work`` (of the model serialised as ``data``) where it cannot hurt: forked
+    first, and in a fresh child Python when the forked trial fails. None when a trial finished."""
+    address_space = address_space or max(MIN_ADDRESS_SPACE, 16 * len(data))
+    if run_forked(work, timeout_s, address_space) is None:
+        return None
+    returncode = run_child("convert", data, timeout_s, address_space)
+    if returncode is None:
+        return f"did not finish in {timeout_s:g} s"
+    return _trouble(returncode, address_space)
+
+
+def preflight(
+    data: bytes, path: Path, timeout_s: float = TIMEOUT_S, address_space: int | None = None
+) -> None:
+    """Raise InputError when checking or loading ``data`` crashes, hangs or exhausts memory."""
+    address_space = address_space or max(MIN_ADDRESS_SPACE, 16 * len(data))
+    code = run_child("check", data, timeout_s, address_space)
+    if code == 0:
+        return
+    if code is None:
         raise InputError(
-            f"{path}: the ONNX checker or ONNX Runtime crashed on this model ({how}) in an isolated process; "
-            "refused; re-export the model with a current exporter"
+            f"{path}: checking and loading the model did not finish in {timeout_s:.0f} s in an isolated "
+            "process; refused (a crafted graph can make the ONNX parser loop); re-export the model"
         )
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    raise InputError(
+        f"{path}: the ONNX checker or ONNX Runtime crashed on this model ({how}) in an isolated process; "
+        "refused; re-export the model with a current exporter"
+    )
 
 
 if __name__ == "__main__":
-    _load(sys.argv[1])
+    {"check": _check, "convert": _convert}[sys.argv[1]](sys.argv[2])

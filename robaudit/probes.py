@@ -7,9 +7,12 @@ clean-correct samples, so they cost a few seconds next to the audit itself:
 - randomness: five passes over the same inputs must give the same logits;
 - unavailable gradients: the loss gradient at a random start must be finite and non-zero;
 - unbounded attack: PGD at L∞ eps = 1 must fool every sample (any image is reachable);
-- weaker attack wins: PGD must also fool the samples FGSM fooled (per sample);
+- silent success: a sample PGD fooled at some iterate must still be fooled at its last (robaudit keeps
+  the best iterate either way; the flag says the step overshoots);
+- weaker attack wins: PGD must also fool the samples FGSM or random search fooled (per sample);
 - loss choice: PGD with the DLR loss must not beat cross-entropy by more than half a point;
-- incomplete optimisation: twice the PGD steps must not break more than half a point more;
+- incomplete optimisation: when the loss of unbroken samples is still rising over the last steps, twice
+  the PGD steps must not break more than half a point more;
 - quantisation: PGD's adversarial examples re-checked with pixels rounded to 8 bits (both figures
   noted; a flag when rounding undoes most of them).
 
@@ -30,12 +33,13 @@ import torch
 from robaudit.attacks import rng
 from robaudit.attacks.base import input_gradient
 from robaudit.attacks.fgsm import FGSM
+from robaudit.attacks.norms import float32_safe_eps
 from robaudit.attacks.pgd import PGD
-from robaudit.errors import one_line
+from robaudit.errors import is_out_of_memory, one_line
 from robaudit.models import ModelAdapter
 from robaudit.plan import Stage
 from robaudit.results import Flag
-from robaudit.runner import is_out_of_memory, verify
+from robaudit.runner import verify
 
 PROBE_SAMPLES = 100
 _STREAM = 1 << 21  # random starts of the gradient probe
@@ -129,41 +133,121 @@ def unbounded(adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: to
 @dataclass(frozen=True)
 class PgdRun:
     """The run's own PGD on the probe samples, computed once and shared by the probes that compare
-    against it (per-sample seeds make its outcome on any subset the same as on the whole)."""
+    against it (per-sample seeds make its outcome on any subset the same as on the whole).
+
+    It runs without early stopping, which returns the same points (each sample keeps its first fooling
+    iterate) but lets every sample's whole trajectory be watched.
+    """
 
     attack: PGD
     x_adv: torch.Tensor
     fooled: torch.Tensor
+    losses: torch.Tensor  # (steps + 1, n): the loss at every iterate of the first restart
+    lost: torch.Tensor  # per sample: a restart hit at some iterate but its last iterate does not fool
 
 
 def run_pgd(
     adapter: ModelAdapter, attack: PGD, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
 ) -> PgdRun:
     norm, eps = stage.threat.norm, stage.threat.eps
-    x_adv = attack(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
+    n = len(y)
+    losses = torch.full((attack.steps + 1, n), float("nan"), device=x.device)
+    hit_in_restart = torch.zeros(n, dtype=torch.bool, device=x.device)
+    lost = torch.zeros(n, dtype=torch.bool, device=x.device)
+
+    def observe(restart: int, step: int, active: torch.Tensor, loss: torch.Tensor, hit: torch.Tensor) -> None:
+        if restart == 0:
+            losses[step, active] = loss.float()
+        if step == 0:
+            hit_in_restart[:] = False
+        hit_in_restart[active[hit]] = True
+        if step == attack.steps:
+            lost[active[hit_in_restart[active] & ~hit]] = True
+
+    x_adv = replace(attack, early_stop=False)(
+        adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds, observer=observe
+    )
     verify(x_adv, x, eps, norm, attack.name)
-    return PgdRun(attack, x_adv, _fooled(adapter, x_adv, y))
+    return PgdRun(attack, x_adv, _fooled(adapter, x_adv, y), losses, lost)
+
+
+def silent_success(stage: Stage, pgd: PgdRun) -> list[Flag]:
+    """Samples that PGD fooled at some iterate but not at its last (Pintor et al. 2022). robaudit keeps
+    the best iterate, so its own figures count them; the flag says the step size overshoots, and that
+    a tool returning the last iterate would call these samples robust."""
+    lost = int(pgd.lost.sum())
+    if lost == 0:
+        return []
+    norm, eps = stage.threat.norm, stage.threat.eps
+    return [
+        Flag(
+            code="silent-success",
+            message=(
+                f"{norm} eps={eps:g}: {lost} of {len(pgd.lost)} probed samples were adversarial at an earlier "
+                f"{pgd.attack.name} iterate but not at its last (Pintor et al. 2022); robaudit kept the earlier "
+                "iterate, so they count as fooled"
+            ),
+            advice=(
+                "the step size overshoots, so the loss oscillates: lower --rel-step-size or raise --steps; an "
+                "attack that returns its last iterate (art:* attacks, many libraries) misses such samples"
+            ),
+        )
+    ]
+
+
+RANDOM_DRAWS = 20
+_RANDOM_STREAM = 1 << 22  # the random-search probe's draws
+
+
+def random_search(
+    adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, norm: str, eps: float
+) -> torch.Tensor:
+    """Gradient-free baseline: ``RANDOM_DRAWS`` random points on the eps-sphere around each sample
+    (corners of the box for L∞), which a working gradient attack should never lose to."""
+    fooled = torch.zeros(len(y), dtype=torch.bool, device=x.device)
+    width = x[0].numel()
+    radius = float32_safe_eps(eps, norm, width)
+    for draw in range(RANDOM_DRAWS):
+        u = 2 * rng.uniform(seeds, _RANDOM_STREAM + draw, width).view_as(x) - 1
+        if norm == "linf":
+            delta = radius * u.sign()
+        else:
+            order = 2 if norm == "l2" else 1
+            delta = radius * u / u.flatten(1).norm(p=order, dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        x_rand = (x + delta).clamp(0, 1)
+        verify(x_rand, x, eps, norm, "random search (probe)")
+        fooled |= _fooled(adapter, x_rand, y)
+    return fooled
 
 
 def weaker_attack_wins(
     adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage, pgd: PgdRun
 ) -> list[Flag]:
-    """FGSM and PGD per sample at the stage's threat model: PGD should break whatever FGSM breaks."""
+    """FGSM and random search against PGD, per sample, at the stage's threat model: PGD should break
+    whatever they break (Athalye et al. 2018)."""
     norm, eps = stage.threat.norm, stage.threat.eps
-    fgsm_fooled = _fooled(adapter, FGSM()(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds), y)
-    missed = int((fgsm_fooled & ~pgd.fooled).sum())
-    if missed == 0:
-        return []
-    return [
-        Flag(
-            code="weaker-attack-wins",
-            message=(
-                f"{norm} eps={eps:g}: FGSM fooled {missed} of {int(fgsm_fooled.sum())} probed samples that "
-                f"{pgd.attack.name} did not (Athalye et al. 2018)"
-            ),
-            advice="the iterative attack is stuck (masked or noisy gradients, too small a step): use more --restarts or --loss dlr",
-        )
-    ]
+    weaker = {
+        "FGSM": _fooled(adapter, FGSM()(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds), y),
+        f"random search ({RANDOM_DRAWS} draws)": random_search(adapter, x, y, seeds, norm, eps),
+    }
+    flags = []
+    for name, fooled in weaker.items():
+        missed = int((fooled & ~pgd.fooled).sum())
+        if missed:
+            flags.append(
+                Flag(
+                    code="weaker-attack-wins",
+                    message=(
+                        f"{norm} eps={eps:g}: {name} fooled {missed} of {int(fooled.sum())} probed samples "
+                        f"that {pgd.attack.name} did not (Athalye et al. 2018)"
+                    ),
+                    advice=(
+                        "the iterative attack is stuck (masked or noisy gradients, too small a step): use more "
+                        "--restarts or --loss dlr"
+                    ),
+                )
+            )
+    return flags
 
 
 def loss_choice(
@@ -189,11 +273,26 @@ def loss_choice(
     ]
 
 
+def still_rising(pgd: PgdRun) -> int:
+    """Samples PGD left robust whose loss was still climbing: the best loss of the last fifth of the
+    steps beats the best before it by more than 1% of the trajectory's range (Pintor et al. 2022)."""
+    losses = pgd.losses
+    window = max(1, -(-(losses.shape[0] - 1) // 5))
+    early, late = losses[:-window].amax(0), losses[-window:].amax(0)
+    spread = losses.amax(0) - losses.amin(0)
+    rising = (late - early > 0.01 * spread) & ~pgd.fooled & torch.isfinite(spread)
+    return int(rising.sum())
+
+
 def incomplete_optimisation(
     adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage, pgd: PgdRun
 ) -> list[Flag]:
-    """PGD with twice the steps on the same samples: if it breaks noticeably more, the run's PGD stopped
-    before converging (Carlini et al. 2019)."""
+    """When the loss of unbroken samples is still rising at the end, confirm with twice the steps on the
+    same samples: if that breaks noticeably more, the run's PGD stopped before converging (Carlini et
+    al. 2019). A flat loss needs no confirmation, which saves the doubled run."""
+    rising = still_rising(pgd)
+    if rising == 0:
+        return []
     norm, eps = stage.threat.norm, stage.threat.eps
     steps = pgd.attack.steps
     doubled = run_pgd(adapter, replace(pgd.attack, steps=2 * steps), x, y, seeds, stage)
@@ -204,8 +303,9 @@ def incomplete_optimisation(
         Flag(
             code="incomplete-optimisation",
             message=(
-                f"{norm} eps={eps:g}: {2 * steps} PGD steps leave {100 * robust[1]:.1f}% of {len(y)} probed samples "
-                f"robust, {steps} steps {100 * robust[0]:.1f}%"
+                f"{norm} eps={eps:g}: the loss was still rising for {rising} unbroken samples, and {2 * steps} PGD "
+                f"steps leave {100 * robust[1]:.1f}% of {len(y)} probed samples robust, {steps} steps "
+                f"{100 * robust[0]:.1f}%"
             ),
             advice=f"the attack has not converged: raise --steps (at least {2 * steps}) until robust accuracy stops falling",
         )
@@ -285,6 +385,7 @@ def probe_flags(
         attempt("pgd", run_base)
         if base:
             pgd = base[0]
+            attempt("silent-success", lambda: silent_success(stage, pgd))
             attempt("weaker-attack", lambda: weaker_attack_wins(adapter, x, y, seeds, stage, pgd))
             attempt("loss-choice", lambda: loss_choice(adapter, x, y, seeds, stage, pgd))
             attempt(

@@ -17,7 +17,14 @@ import torch
 from robaudit.attacks import rng
 from robaudit.attacks.norms import lp_norm
 from robaudit.data import Dataset
-from robaudit.errors import InputError, ResourceError, UsageError, VerificationError, one_line
+from robaudit.errors import (
+    InputError,
+    ResourceError,
+    UsageError,
+    VerificationError,
+    is_out_of_memory,
+    one_line,
+)
 from robaudit.models import ModelAdapter
 from robaudit.plan import Stage
 
@@ -106,14 +113,6 @@ class SampleRecords:
     )
     saved: dict[tuple[str, float], dict[int, tuple[str, np.ndarray]]] = field(default_factory=dict)
     clean_seconds: float = 0.0
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """GPU or host allocation failure (PyTorch reports a failed host allocation as a RuntimeError)."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
 
 
 def completed_part(records: SampleRecords) -> SampleRecords:

@@ -386,3 +386,50 @@ def test_a_model_that_crashes_the_parsers_is_refused() -> None:
     with pytest.raises(InputError, match=r"crashed on this model \(.*\) in an isolated process; refused"):
         preflight(CNN.read_bytes(), CNN, address_space=64 << 20)
     preflight(CNN.read_bytes(), CNN)  # with the normal limits the sample model passes
+
+
+# --- the graph conversion is tried first in a forked child ------------------------------------------
+
+
+def test_a_forked_trial_reports_a_crash_a_hang_and_exhausted_memory() -> None:
+    import ctypes
+    import time
+
+    from robaudit.isolated import run_forked
+
+    assert run_forked(lambda: sum(range(1000))) is None
+    assert run_forked(lambda: ctypes.string_at(0)) == "crashed (signal SIGSEGV)"
+    assert run_forked(lambda: time.sleep(30), timeout_s=0.2) == "did not finish in 0.2 s"
+    assert (
+        run_forked(lambda: bytearray(2 << 30), extra_memory=256 << 20) == "ran out of memory (limit 0.2 GiB)"
+    )
+    assert run_forked(lambda: 1 / 0) is None  # a Python error is for the caller to meet when it runs the work
+
+
+def test_a_failed_forked_trial_is_confirmed_in_a_fresh_process() -> None:
+    """A fork can inherit a lock held by another thread; a failure there is checked again in a fresh
+    interpreter, whose verdict counts: here the sample model converts fine."""
+    import ctypes
+
+    from robaudit.isolated import trial_conversion
+
+    assert trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes()) is None
+    trouble = trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes(), address_space=64 << 20)
+    assert trouble is not None and trouble.startswith(("ran out of memory", "failed", "crashed"))
+
+
+def test_a_converter_that_crashes_leaves_the_gradient_free_attacks_running(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A conversion trial that crashed costs the gradient attacks, not the audit."""
+    from robaudit.api import run_audit
+    from robaudit.config import AuditConfig
+    from robaudit.models import onnx_model
+
+    monkeypatch.setattr(onnx_model, "trial_conversion", lambda work, data: "crashed (signal SIGSEGV)")
+    config = AuditConfig(
+        model=CNN, data=str(HOLDOUT), limit=20, attacks=("fgsm", "onepixel"), population=20, generations=2
+    )
+    result = run_audit(config)
+    assert [r.attack for r in result.rows] == ["onepixel", "worst-case"]
+    assert any("the conversion crashed (signal SIGSEGV) in an isolated process" in n for n in result.notes)

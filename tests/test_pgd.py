@@ -79,24 +79,58 @@ def test_pgd_stays_in_the_ball_and_the_bounds(norm: str, eps: float, seed: int) 
         assert torch.equal(x_adv, x)
 
 
+class _Window(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.flatten(1).mean(1) - 0.5
+        fooled = (s > 0.02) & (s < 0.06)
+        # Class-1 score rises with s (a gradient pointing up), but only the window flips the label.
+        z1 = torch.where(fooled, 1.0 + s, s - 1.0)
+        return torch.stack([torch.zeros_like(s), z1], 1)
+
+
 def test_pgd_keeps_the_first_fooling_iterate_not_the_last() -> None:
     """A model that is fooled only near x + 0.5*eps in one direction: later steps overshoot into a
     region where it is right again, so returning the last iterate would lose the adversarial example."""
 
-    class Window(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            s = x.flatten(1).mean(1) - 0.5
-            fooled = (s > 0.02) & (s < 0.06)
-            # Class-1 score rises with s (a gradient pointing up), but only the window flips the label.
-            z1 = torch.where(fooled, 1.0 + s, s - 1.0)
-            return torch.stack([torch.zeros_like(s), z1], 1)
-
     x = torch.full((1, 1, 2, 2), 0.5)
     y = torch.tensor([0])
     x_adv = PGD(steps=10, rel_step_size=2.5, random_init=False)(
-        Window(), x, y, eps=0.2, norm="linf", seeds=seeds_for(1)
+        _Window(), x, y, eps=0.2, norm="linf", seeds=seeds_for(1)
     )
-    assert Window()(x_adv).argmax(1).item() == 1
+    assert _Window()(x_adv).argmax(1).item() == 1
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_returns_the_same_points_with_or_without_early_stopping(norm: str) -> None:
+    """The probes watch whole trajectories with early stopping off; the points must be the audit's."""
+    model = small_cnn(3).eval()
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 28, 28)
+    y = model(x).argmax(1)
+    eps = 0.005 if norm == "linf" else 0.1
+    attack = PGD(steps=8, restarts=2)
+    stopped = attack(model, x, y, eps=eps, norm=norm, seeds=seeds_for(16))
+    watched = PGD(steps=8, restarts=2, early_stop=False)(model, x, y, eps=eps, norm=norm, seeds=seeds_for(16))
+    fooled = model(stopped).argmax(1) != y
+    assert 0 < int(fooled.sum()) < 16  # both kinds of sample are covered
+    assert torch.equal(stopped, watched)
+
+
+def test_the_step_observer_sees_a_success_that_the_last_iterate_loses() -> None:
+    """On the window model the trajectory passes through the fooling window and out again."""
+    seen: list[tuple[int, bool]] = []
+    x = torch.full((1, 1, 2, 2), 0.5)
+    PGD(steps=10, random_init=False, early_stop=False)(
+        _Window(),
+        x,
+        torch.tensor([0]),
+        eps=0.2,
+        norm="linf",
+        seeds=seeds_for(1),
+        observer=lambda restart, step, active, loss, hit: seen.append((step, bool(hit[0]))),
+    )
+    assert [step for step, _ in seen] == list(range(11))  # every iterate, the last one included
+    assert any(hit for _, hit in seen) and not seen[-1][1]
 
 
 def test_random_start_is_per_sample_and_inside_the_ball() -> None:

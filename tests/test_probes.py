@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from robaudit.api import run_audit
+from robaudit.attacks.pgd import PGD
 from robaudit.config import AuditConfig
 from sample_models.lenet import LeNet
 from tests.conftest import HOLDOUT, SAMPLES, small_cnn
@@ -95,6 +96,73 @@ def test_probes_can_be_switched_off() -> None:
 
 def test_too_few_steps_are_caught() -> None:
     assert "incomplete-optimisation" in flags_of(lenet(), steps=1)
+
+
+def test_an_overshooting_step_is_caught_as_silent_success() -> None:
+    """With 40 times Madry's step, L∞ PGD jumps between corners of the box: some samples are fooled at
+    one iterate and right again at the last. The audit still counts them, from the kept iterate."""
+    result = run_audit(
+        AuditConfig(
+            model=Path("in-memory"),
+            data=str(HOLDOUT),
+            limit=200,
+            attacks=("pgd",),
+            steps=10,
+            eps=(0.15,),
+            rel_step_size=40,
+        ),
+        module=lenet(),
+    )
+    flag = next(f for f in result.flags if f.code == "silent-success")
+    assert "robaudit kept the earlier iterate" in flag.message
+
+
+def test_random_search_beating_pgd_is_caught() -> None:
+    """Behind a rounding step the gradient is zero, so FGSM and PGD cannot move; random corners of the
+    L∞ box still cross rounding thresholds and fool some samples."""
+    result = run_audit(
+        AuditConfig(
+            model=Path("in-memory"), data=str(HOLDOUT), limit=200, attacks=("pgd",), steps=10, eps=(0.3,)
+        ),
+        module=Rounded(),
+    )
+    messages = [f.message for f in result.flags if f.code == "weaker-attack-wins"]
+    assert any("random search" in m for m in messages)
+
+
+def test_a_one_pixel_example_inside_the_pgd_ball_is_caught() -> None:
+    """A one-pixel change has an L2 size of at most 1, so it lies inside the L2 ball of radius 1: when
+    one-pixel fools a sample there that PGD (blinded by the rounding step) leaves robust, PGD lost."""
+    result = run_audit(
+        AuditConfig(
+            model=Path("in-memory"),
+            data=str(HOLDOUT),
+            limit=100,
+            attacks=("pgd", "onepixel"),
+            norms=("l2",),
+            eps=(1.0,),
+            steps=5,
+            population=100,
+            generations=10,
+        ),
+        module=Rounded(),
+    )
+    messages = [f.message for f in result.flags if f.code == "weaker-attack-wins"]
+    assert any(m.startswith("l2 eps=1: onepixel") for m in messages)
+    fooled_by_pixel = next(r for r in result.rows if r.attack == "onepixel")
+    assert fooled_by_pixel.n_robust < fooled_by_pixel.n_clean_correct
+
+
+def test_the_loss_curve_decides_whether_steps_are_doubled() -> None:
+    """Only unbroken samples whose loss still climbs in the last fifth of the steps count."""
+    from robaudit.probes import PgdRun, still_rising
+
+    flat = torch.tensor([0.0, 1.0, 2.0, 2.0, 2.0, 2.0])  # converged after two steps
+    rising = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])
+    losses = torch.stack([flat, rising, rising], 1)
+    fooled = torch.tensor([False, False, True])  # the third sample's loss rises but it is already broken
+    run = PgdRun(PGD(steps=5), torch.zeros(3), fooled, losses, torch.zeros(3, dtype=torch.bool))
+    assert still_rising(run) == 1
 
 
 def test_sub_8_bit_adversarial_examples_are_caught(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ working batch so they stop costing compute.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -21,6 +22,10 @@ from robaudit.attacks.norms import (
     random_start,
     sparse_l1_direction,
 )
+
+# Called after every iterate's forward pass with (restart, step, positions in the batch, per-sample loss,
+# per-sample success); the reliability probes use it to see the loss curve and lost successes.
+StepObserver = Callable[[int, int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
 def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -54,29 +59,35 @@ class PGD:
     loss: Literal["ce", "dlr"] = "ce"
     random_init: bool = True
     l1_sparsity: float = 0.05  # fraction of coordinates an L1 step moves
+    # Drop fooled samples from the working batch. The returned points are the same either way (each
+    # sample keeps its first fooling iterate); the probes turn it off to watch whole trajectories.
+    early_stop: bool = True
 
     @property
     def name(self) -> str:
         """``pgd``, or ``pgd-dlr`` with the DLR loss, so both can run in one cascade (Croce & Hein 2020)."""
         return "pgd" if self.loss == "ce" else f"pgd-{self.loss}"
 
+    def losses(self, logits: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        """The per-sample loss PGD ascends."""
+        k = logits.shape[1]
+        if t is not None and self.loss == "dlr" and k >= 4:
+            return targeted_dlr_loss(logits, y, t)
+        if t is not None:
+            return -torch.nn.functional.cross_entropy(logits, t, reduction="none")
+        if self.loss == "dlr" and k >= 3:
+            return dlr_loss(logits, y)
+        return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+
     def _loss_and_grad(
         self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(x)
-            k = logits.shape[1]
-            if t is not None and self.loss == "dlr" and k >= 4:
-                loss = targeted_dlr_loss(logits, y, t).sum()
-            elif t is not None:
-                loss = -torch.nn.functional.cross_entropy(logits, t, reduction="sum")
-            elif self.loss == "dlr" and k >= 3:
-                loss = dlr_loss(logits, y).sum()
-            else:
-                loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x)
-        return logits.detach(), grad
+            loss = self.losses(logits, y, t)
+            (grad,) = torch.autograd.grad(loss.sum(), x)
+        return logits.detach(), loss.detach(), grad
 
     def __call__(
         self,
@@ -88,6 +99,7 @@ class PGD:
         norm: str,
         seeds: torch.Tensor,
         targets: torch.Tensor | None = None,
+        observer: StepObserver | None = None,
     ) -> torch.Tensor:
         if eps == 0 or x.shape[0] == 0:
             return x.clone()
@@ -96,6 +108,7 @@ class PGD:
         best = x.clone()
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         seed_list = [int(s) for s in seeds.cpu()]
+        loss: torch.Tensor | None
         for restart in range(self.restarts):
             active = torch.nonzero(~fooled).flatten()
             if active.numel() == 0:
@@ -118,17 +131,24 @@ class PGD:
                 x_adv = xa.clone()
             for step in range(self.steps + 1):
                 if step < self.steps:
-                    logits, grad = self._loss_and_grad(model, x_adv, ya, ta)
+                    logits, loss, grad = self._loss_and_grad(model, x_adv, ya, ta)
                 else:  # the last iterate is only checked: a forward pass, no gradient
                     with torch.no_grad():
                         logits = model(x_adv)
+                    loss = None
                     grad = torch.zeros_like(x_adv)
                 hit = succeeded(logits, ya, ta)
-                if bool(hit.any()):
-                    # Keep the first fooling iterate and drop those samples from the working batch.
-                    best[active[hit]] = x_adv[hit]
-                    fooled[active[hit]] = True
-                    keep = ~hit
+                if observer is not None:
+                    observer(
+                        restart, step, active, self.losses(logits, ya, ta) if loss is None else loss, hit
+                    )
+                first = hit & ~fooled[active]
+                if bool(first.any()):
+                    # Keep the first fooling iterate (the best, not the last).
+                    best[active[first]] = x_adv[first]
+                    fooled[active[first]] = True
+                if self.early_stop and bool(hit.any()):
+                    keep = ~hit  # fooled samples leave the working batch
                     active, xa, ya, x_adv, grad = active[keep], xa[keep], ya[keep], x_adv[keep], grad[keep]
                     ta = ta[keep] if ta is not None else None
                 if active.numel() == 0 or step == self.steps:
@@ -138,6 +158,7 @@ class PGD:
                 else:
                     direction = ascent_direction(grad, norm)
                 x_adv = clip_to_bounds(xa + project(x_adv + alpha * direction - xa, radius, norm)).detach()
-            if restart == self.restarts - 1 and active.numel():
-                best[active] = x_adv  # unbroken samples: return the last iterate of the last restart
+            unbroken = ~fooled[active]
+            if restart == self.restarts - 1 and bool(unbroken.any()):
+                best[active[unbroken]] = x_adv[unbroken]  # return the last iterate of the last restart
         return best.detach()

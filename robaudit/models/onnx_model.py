@@ -20,8 +20,8 @@ import torch
 from onnx import helper
 
 from robaudit.config import AuditConfig
-from robaudit.errors import InputError
-from robaudit.isolated import preflight
+from robaudit.errors import InputError, is_out_of_memory
+from robaudit.isolated import preflight, trial_conversion
 from robaudit.models.base import (
     Capabilities,
     ModelAdapter,
@@ -155,8 +155,17 @@ def _convert(model: onnx.ModelProto) -> tuple[torch.nn.Module | None, str | None
                 module = fn(copy.deepcopy(model))
             return module, name, failures
         except Exception as exc:  # noqa: BLE001
+            if is_out_of_memory(exc):
+                raise
             failures.append(f"{name}: {_one_line(exc, 160)}")
     return None, None, failures
+
+
+def trial_convert(model: onnx.ModelProto) -> None:
+    """An isolated child's work. One thread: in a forked child the OpenMP pool the parent started is
+    gone, and a parallel region would wait for it forever."""
+    torch.set_num_threads(1)
+    _convert(model)
 
 
 class OnnxModelHandle:
@@ -262,7 +271,13 @@ class OnnxModelHandle:
                 f"log, which can mask gradients"
             )
 
-        module, converter, failures = _convert(self.model)
+        # A trial conversion in a child first: a crash or hang in the converters stays there.
+        data = self.model.SerializeToString()
+        trouble = trial_conversion(lambda: trial_convert(self.model), data)
+        if trouble is None:
+            module, converter, failures = _convert(self.model)
+        else:
+            module, converter, failures = None, None, [f"the conversion {trouble} in an isolated process"]
         torch_model: Callable[[torch.Tensor], torch.Tensor] | None = None
         parity: float | None = None
         note: str | None = None
