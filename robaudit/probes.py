@@ -4,6 +4,7 @@ They follow the indicators of attack failure (Pintor et al. 2022), the obfuscate
 (Athalye et al. 2018) and the evaluation checklist (Carlini et al. 2019), on at most ``PROBE_SAMPLES``
 clean-correct samples, so they cost a few seconds next to the audit itself:
 
+- probability outputs: outputs that look like probabilities must not be attacked as logits;
 - randomness: five passes over the same inputs must give the same logits;
 - unavailable gradients: the loss gradient at a random start must be finite and non-zero;
 - unbounded attack: PGD at L∞ eps = 1 must fool every sample (any image is reachable);
@@ -54,6 +55,23 @@ def _noise_floor(n: int) -> float:
 
 def _fooled(adapter: ModelAdapter, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return adapter.predict_logits(x_adv).argmax(1) != y
+
+
+def probability_outputs(adapter: ModelAdapter) -> list[Flag]:
+    """Outputs that are probabilities (non-negative rows summing to 1) but are attacked as logits:
+    cross-entropy of a softmax over probabilities is nearly flat, which masks gradients."""
+    if adapter.detected_output_kind != "probabilities" or adapter.output_kind == "probabilities":
+        return []
+    return [
+        Flag(
+            code="probability-outputs",
+            message=(
+                f"the model's outputs are non-negative and sum to 1 on the first batch, but are treated as "
+                f"{adapter.output_kind}"
+            ),
+            advice="pass --output auto (or probabilities) so that attacks use their log; as logits the loss is nearly flat",
+        )
+    ]
 
 
 def randomness(adapter: ModelAdapter, x: torch.Tensor) -> list[Flag]:
@@ -364,6 +382,7 @@ def probe_flags(
                 )
             )
 
+    flags += probability_outputs(adapter)
     attempt("randomness", lambda: randomness(adapter, x))
     if not adapter.capabilities.gradients:
         return flags, notes

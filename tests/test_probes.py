@@ -75,6 +75,14 @@ def test_the_softmax_export_is_handled_and_raises_no_flag() -> None:
     assert flags_of(model=SAMPLES / "mnist_nhwc_softmax.onnx") == set()
 
 
+def test_probabilities_attacked_as_logits_are_caught() -> None:
+    """A PyTorch model ending in softmax, audited with --output logits: the outputs are still recognised
+    as probabilities (with auto their log is attacked, and nothing is flagged)."""
+    softmax_model = nn.Sequential(lenet(), nn.Softmax(1))
+    assert "probability-outputs" in flags_of(softmax_model, output="logits")
+    assert "probability-outputs" not in flags_of(nn.Sequential(lenet(), nn.Softmax(1)))
+
+
 def test_gradient_masking_is_caught() -> None:
     flags = flags_of(Rounded())
     assert {"gradients-unavailable", "unbounded-attack"} <= flags

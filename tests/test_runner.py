@@ -330,3 +330,27 @@ def test_an_attack_that_leaves_the_ball_counts_for_nothing_and_is_reported(
     assert bool((records.adversarial[key].pred[clean_correct] == records.labels[clean_correct]).all())
     fgsm = records.adversarial[("fgsm", "linf", 0.05)]
     assert bool((fgsm.pred != records.labels).any())  # the attack after it still ran
+
+
+class _GpuMemoryAbove8(nn.Module):
+    """Raises PyTorch's own CUDA out-of-memory error (the exception a GPU raises) on gradient batches
+    above 8 samples; the exception type exists and is raised the same way on a machine without a GPU."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad and x.shape[0] > 8:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def test_gpu_out_of_memory_halves_the_batch_with_the_same_results(
+    fragile: nn.Module, own_label_npz: Path
+) -> None:
+    settings = dict(attacks=("fgsm", "pgd"), steps=3, eps=(0.05,), checks=False)
+    halved = audit(_GpuMemoryAbove8(fragile), own_label_npz, batch_size=32, **settings)
+    direct = audit(fragile, own_label_npz, batch_size=8, **settings)
+    assert halved.settings["batch_size_used"] == 8  # type: ignore[attr-defined]
+    assert [(r.attack, r.n_robust) for r in halved.rows] == [(r.attack, r.n_robust) for r in direct.rows]  # type: ignore[attr-defined]

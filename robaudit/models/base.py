@@ -136,12 +136,15 @@ class ModelAdapter:
         capabilities: Capabilities,
         torch_model: nn.Module | Callable[[torch.Tensor], torch.Tensor] | None,
         runtime: Callable[[np.ndarray], np.ndarray] | None = None,
+        detected_output_kind: OutputKind | None = None,
     ) -> None:
         self.name = name
         self.sample_shape = sample_shape
         self.num_classes = num_classes
         self.preprocessing = preprocessing
         self.output_kind = output_kind
+        # What the first batch's outputs look like, when --output named a kind instead of auto.
+        self.detected_output_kind = detected_output_kind or output_kind
         self.device = device
         self.capabilities = capabilities
         self._torch_model = torch_model

@@ -264,7 +264,8 @@ class OnnxModelHandle:
                 f"({_one_line(exc, 160)}); pass data of the model's input shape, or set --layout"
             ) from None
         reference_2d = torch.from_numpy(reference.reshape(reference.shape[0], -1).astype(np.float32))
-        kind = detect_output_kind(reference_2d) if self.config.output == "auto" else self.config.output
+        detected = detect_output_kind(reference_2d)
+        kind = detected if self.config.output == "auto" else self.config.output
         if kind == "probabilities" and not self.stripped_softmax:
             self.notes.append(
                 f"{self.path.name}: outputs probabilities with no final Softmax to remove; attacks use their "
@@ -326,6 +327,7 @@ class OnnxModelHandle:
             num_classes=int(reference_2d.shape[1]),
             preprocessing=pre,
             output_kind=kind,
+            detected_output_kind=detected,
             device=self.device,
             capabilities=Capabilities(
                 backend="onnx",

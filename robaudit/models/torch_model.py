@@ -238,7 +238,8 @@ class TorchModelHandle:
         if not isinstance(raw, torch.Tensor) or raw.ndim < 2:
             raise InputError(f"{self.path}: the model must return a (N, classes) tensor of scores")
         raw = raw.reshape(raw.shape[0], -1)
-        kind = detect_output_kind(raw) if self.config.output == "auto" else self.config.output
+        detected = detect_output_kind(raw)
+        kind = detected if self.config.output == "auto" else self.config.output
         if kind == "probabilities":
             self.notes.append(
                 "the model outputs probabilities; attacks use their log, and saturated probabilities can mask "
@@ -250,6 +251,7 @@ class TorchModelHandle:
             num_classes=int(raw.shape[1]),
             preprocessing=pre,
             output_kind=kind,
+            detected_output_kind=detected,
             device=self.device,
             capabilities=Capabilities(backend="torch", gradients=True),
             torch_model=self.model,
