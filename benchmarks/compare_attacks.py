@@ -1,4 +1,4 @@
-"""Compare robaudit, ART and torchattacks on one model and one data set: time, success, memory, floor.
+"""Compare robaudit, ART, torchattacks and Foolbox on one model and one data set: time, success, memory, floor.
 
 Run by hand from the repository root (never part of the test suite)::
 
@@ -12,8 +12,9 @@ few samples precedes the timed call, and model loading is never timed.
 
 Success is recomputed here, never read from a tool: a sample counts as fooled when the model's
 prediction on the returned x_adv differs from the true label. Every x_adv is also checked against the
-threat model (L-inf ball of radius eps + 1e-6 for FGSM/PGD, at most one changed pixel location for
-one-pixel, values in [0, 1]) and a warning is printed for any violation.
+threat model (L-inf ball of radius eps + 1e-6 for FGSM/PGD, L2 ball for PGD-L2, at most one changed
+pixel location for one-pixel, values in [0, 1]) and a warning is printed for any violation. Foolbox
+has no one-pixel attack; that cell is left out.
 
 Floors (the physical lower bound for running the attack's full budget on this hardware), measured in
 each cell's own process right before its warm-up, so that load from other processes slows the floor
@@ -62,13 +63,21 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_STATE = REPO_ROOT / "sample_models" / "mnist_cnn_state.pt"
 HOLDOUT = REPO_ROOT / "sample_models" / "mnist_holdout.npz"
 
-TOOLS = ("robaudit", "art", "torchattacks")
-ATTACKS = ("fgsm", "pgd", "onepixel")
-ATTACK_LABELS = {"fgsm": "FGSM", "pgd": "PGD-{steps}", "onepixel": "one-pixel"}
+TOOLS = ("robaudit", "robaudit-full", "art", "torchattacks", "foolbox")
+ATTACKS = ("fgsm", "pgd", "pgd-l2", "onepixel")
+ATTACK_LABELS = {
+    "fgsm": "FGSM",
+    "pgd": "PGD-{steps} L-inf",
+    "pgd-l2": "PGD-{steps} L2",
+    "onepixel": "one-pixel",
+}
+# Foolbox 3 has no one-pixel attack; robaudit-full is robaudit's PGD without early stopping (the full
+# budget for every sample, the figure to hold against the floor).
+UNSUPPORTED = {("foolbox", "onepixel"), ("robaudit-full", "fgsm"), ("robaudit-full", "onepixel")}
 SEED = 0
 TOLERANCE = 1e-6  # float32 rounding in x + delta
 PGD_REL_STEP = 2.5  # step size = 2.5 * eps / steps (Madry et al.)
-WARMUP_SAMPLES = {"fgsm": 8, "pgd": 8, "onepixel": 2}
+WARMUP_SAMPLES = {"fgsm": 8, "pgd": 8, "pgd-l2": 8, "onepixel": 2}
 FLOOR_REPEATS = 5
 BIG_BATCH_FACTOR = 16  # the large one-pixel floor batch is 16 x population images
 INPUT_SHAPE = (1, 28, 28)
@@ -84,10 +93,12 @@ class Settings:
     device: str  # "cpu" or "cuda", already resolved
     threads: int  # torch intra-op threads; 0 keeps torch's default
     eps: float
+    eps_l2: float
     pgd_steps: int
     population: int
     generations: int
     batch_size: int
+    repeats: int = 1  # timed calls per cell; the table shows their median
 
 
 @dataclass
@@ -112,6 +123,10 @@ class CellResult:
     @property
     def success_rate(self) -> float | None:
         return None if self.fooled is None or self.n == 0 else self.fooled / self.n
+
+    @property
+    def images_per_second(self) -> float | None:
+        return None if not self.seconds else self.n / self.seconds
 
     @property
     def time_over_floor(self) -> float | None:
@@ -251,7 +266,11 @@ def effective_population(tool: str, population: int, channels: int = INPUT_SHAPE
 # ----------------------------------------------------------------------------- the three tools
 
 
-def build_robaudit(attack: str, model: nn.Module, s: Settings) -> AttackFn:
+def build_robaudit(attack: str, model: nn.Module, s: Settings, early_stop: bool = True) -> AttackFn:
+    if s.device == "cpu":
+        # As `robaudit scan` does on the CPU (robaudit.models.torch_model._Frozen): channels-last weights.
+        # The floor was measured before, on the model as given to every tool.
+        model.to(memory_format=torch.channels_last)
     kwargs: dict[str, Any]
     if attack == "fgsm":
         from robaudit.attacks.fgsm import FGSM
@@ -261,8 +280,13 @@ def build_robaudit(attack: str, model: nn.Module, s: Settings) -> AttackFn:
     elif attack == "pgd":
         from robaudit.attacks.pgd import PGD
 
-        atk = PGD(steps=s.pgd_steps, rel_step_size=PGD_REL_STEP, restarts=1, loss="ce")
+        atk = PGD(steps=s.pgd_steps, rel_step_size=PGD_REL_STEP, loss="ce", early_stop=early_stop)
         kwargs = {"eps": s.eps, "norm": "linf"}
+    elif attack == "pgd-l2":
+        from robaudit.attacks.pgd import PGD
+
+        atk = PGD(steps=s.pgd_steps, rel_step_size=PGD_REL_STEP, loss="ce", early_stop=early_stop)
+        kwargs = {"eps": s.eps_l2, "norm": "l2"}
     else:
         from robaudit.attacks.onepixel import OnePixel
 
@@ -290,12 +314,13 @@ def build_art(attack: str, model: nn.Module, s: Settings) -> AttackFn:
     atk: Any
     if attack == "fgsm":
         atk = FastGradientMethod(classifier, norm=np.inf, eps=s.eps, batch_size=s.batch_size)
-    elif attack == "pgd":
+    elif attack in ("pgd", "pgd-l2"):
+        eps = s.eps if attack == "pgd" else s.eps_l2
         atk = ProjectedGradientDescent(
             classifier,
-            norm=np.inf,
-            eps=s.eps,
-            eps_step=PGD_REL_STEP * s.eps / s.pgd_steps,
+            norm=np.inf if attack == "pgd" else 2,
+            eps=eps,
+            eps_step=PGD_REL_STEP * eps / s.pgd_steps,
             max_iter=s.pgd_steps,
             num_random_init=1,
             batch_size=s.batch_size,
@@ -323,6 +348,9 @@ def build_torchattacks(attack: str, model: nn.Module, s: Settings) -> AttackFn:
     elif attack == "pgd":
         alpha = PGD_REL_STEP * s.eps / s.pgd_steps
         atk = torchattacks.PGD(model, eps=s.eps, alpha=alpha, steps=s.pgd_steps, random_start=True)
+    elif attack == "pgd-l2":
+        alpha = PGD_REL_STEP * s.eps_l2 / s.pgd_steps
+        atk = torchattacks.PGDL2(model, eps=s.eps_l2, alpha=alpha, steps=s.pgd_steps, random_start=True)
     else:
         pop = effective_population("torchattacks", s.population)
         # popsize is split over the 3 DE parameters; inf_batch = population: one forward per generation.
@@ -330,10 +358,37 @@ def build_torchattacks(attack: str, model: nn.Module, s: Settings) -> AttackFn:
     return lambda x, y, seeds: batched(lambda xb, yb, sb: atk(xb, yb), x, y, seeds, s.batch_size)
 
 
+def build_foolbox(attack: str, model: nn.Module, s: Settings) -> AttackFn:
+    import foolbox
+
+    fmodel = foolbox.PyTorchModel(model, bounds=(0.0, 1.0), device=s.device)
+    atk: Any
+    if attack == "fgsm":
+        atk, eps = foolbox.attacks.FGSM(), s.eps
+    elif attack == "pgd":
+        atk, eps = (
+            foolbox.attacks.LinfPGD(abs_stepsize=PGD_REL_STEP * s.eps / s.pgd_steps, steps=s.pgd_steps),
+            s.eps,
+        )
+    elif attack == "pgd-l2":
+        atk = foolbox.attacks.L2PGD(abs_stepsize=PGD_REL_STEP * s.eps_l2 / s.pgd_steps, steps=s.pgd_steps)
+        eps = s.eps_l2
+    else:
+        raise ValueError("Foolbox has no one-pixel attack")
+
+    def one_batch(x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        _raw, clipped, _success = atk(fmodel, x, y, epsilons=eps)
+        return clipped
+
+    return lambda x, y, seeds: batched(one_batch, x, y, seeds, s.batch_size)
+
+
 BUILDERS: dict[str, Callable[[str, nn.Module, Settings], AttackFn]] = {
     "robaudit": build_robaudit,
+    "robaudit-full": lambda attack, model, s: build_robaudit(attack, model, s, early_stop=False),
     "art": build_art,
     "torchattacks": build_torchattacks,
+    "foolbox": build_foolbox,
 }
 
 
@@ -341,6 +396,7 @@ BUILDERS: dict[str, Callable[[str, nn.Module, Settings], AttackFn]] = {
 
 
 def threat_model_violations(attack: str, x: torch.Tensor, x_adv: torch.Tensor, eps: float) -> dict[str, int]:
+    """``eps`` is the attack's own radius (L2 for PGD-L2)."""
     """Samples whose x_adv leaves the threat model: the eps-ball (or one-pixel budget), [0, 1], finite."""
     if x_adv.shape != x.shape:
         raise ValueError(f"x_adv has shape {tuple(x_adv.shape)}, expected {tuple(x.shape)}")
@@ -348,6 +404,8 @@ def threat_model_violations(attack: str, x: torch.Tensor, x_adv: torch.Tensor, e
     if attack == "onepixel":
         changed = ((x_adv - x).abs() > TOLERANCE).any(1).flatten(1).sum(1)  # pixel locations, any channel
         over_budget = changed > 1
+    elif attack == "pgd-l2":
+        over_budget = delta.norm(dim=1) > eps + TOLERANCE
     else:
         over_budget = delta.abs().amax(1) > eps + TOLERANCE
     return {
@@ -385,12 +443,15 @@ def run_cell(tool: str, attack: str, indices: list[int], s: Settings) -> CellRes
         fn(x[:k], y[:k], seeds[:k])
         sync(s.device)
 
-        set_seeds()
-        counter[0] = 0
-        start = time.perf_counter()
-        x_adv = fn(x, y, seeds)
-        sync(s.device)
-        result.seconds = time.perf_counter() - start
+        times = []
+        for _ in range(s.repeats):  # the median of several timed calls resists a noisy machine
+            set_seeds()
+            counter[0] = 0
+            start = time.perf_counter()
+            x_adv = fn(x, y, seeds)
+            sync(s.device)
+            times.append(time.perf_counter() - start)
+        result.seconds = statistics.median(times)
         result.model_images = counter[0]
         result.peak_rss_mib = peak_rss_mib()
         if s.device == "cuda":
@@ -398,7 +459,9 @@ def run_cell(tool: str, attack: str, indices: list[int], s: Settings) -> CellRes
         hook.remove()
 
         x_adv = x_adv.to(s.device, torch.float32)
-        result.violations = threat_model_violations(attack, x, x_adv, s.eps)
+        result.violations = threat_model_violations(
+            attack, x, x_adv, s.eps_l2 if attack == "pgd-l2" else s.eps
+        )
         result.fooled = int((predict(model, x_adv, s.batch_size) != y).sum())
     except Exception as exc:  # report the failure in the table instead of aborting the whole run
         traceback.print_exc()
@@ -449,7 +512,7 @@ def measure_floor(
     attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings
 ) -> tuple[float, dict[str, float]]:
     """The attack's floor in seconds on these samples, and the pass times it is made of."""
-    if attack in ("fgsm", "pgd"):
+    if attack in ("fgsm", "pgd", "pgd-l2"):
         sweep = median_time(lambda: forward_backward_sweep(model, x, y, s.batch_size), s.device)
         steps = 1 if attack == "fgsm" else s.pgd_steps
         return steps * sweep, {"fwd_bwd_sweep_s": sweep}
@@ -505,6 +568,7 @@ def environment(device: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "art": package_version("adversarial-robustness-toolbox"),
         "torchattacks": package_version("torchattacks"),
+        "foolbox": package_version("foolbox"),
         "numpy": np.__version__,
         "scipy": package_version("scipy"),
         "robaudit_commit": commit,
@@ -540,7 +604,7 @@ def valid_cell(r: CellResult) -> str:
 def table_row(r: CellResult, s: Settings, cuda: bool) -> list[str]:
     label = attack_label(r.attack, s)
     if r.error is not None:
-        cells = [label, r.tool, str(r.n), f"error: {r.error}"] + ["-"] * (6 + cuda)
+        cells = [label, r.tool, str(r.n), f"error: {r.error}"] + ["-"] * (7 + cuda)
         return cells
     assert r.seconds is not None and r.success_rate is not None and r.peak_rss_mib is not None
     rss = f"{r.peak_rss_mib:.0f} (+{r.peak_rss_mib - (r.baseline_rss_mib or 0):.0f})"
@@ -550,6 +614,7 @@ def table_row(r: CellResult, s: Settings, cuda: bool) -> list[str]:
         str(r.n),
         f"{100 * r.success_rate:.1f}% ({r.fooled}/{r.n})",
         f"{r.seconds:.2f}",
+        f"{r.images_per_second:,.0f}" if r.images_per_second else "-",
         f"{r.floor_s:.2f}" if r.floor_s else "-",
         f"{r.time_over_floor:.2f}" if r.time_over_floor else "-",
         f"{r.model_images:,}",
@@ -563,7 +628,7 @@ def table_row(r: CellResult, s: Settings, cuda: bool) -> list[str]:
 
 def markdown_table(results: list[CellResult], s: Settings) -> str:
     cuda = s.device == "cuda"
-    header = ["attack", "tool", "n", "success", "time (s)", "floor (s)", "time / floor"]
+    header = ["attack", "tool", "n", "success", "time (s)", "images/s", "floor (s)", "time / floor"]
     header += ["images through model", "peak RSS MiB (+ over start)"]
     header += ["peak CUDA MiB"] if cuda else []
     header += ["x_adv valid"]
@@ -594,7 +659,7 @@ def notes(results: list[CellResult], s: Settings, scanned: int, n_attack: dict[s
     if sweeps:
         out.append(
             f"Gradient floor = steps x one forward+backward sweep w.r.t. the input over the samples "
-            f"(batch {s.batch_size}, median of {FLOOR_REPEATS}): {span(sweeps, 1, 's', 3)} on {n_attack.get('pgd', n_attack.get('fgsm'))} "
+            f"(batch {s.batch_size}, median of {FLOOR_REPEATS}): {span(sweeps, 1, 's', 3)} on {n_attack.get('pgd', n_attack.get('pgd-l2', n_attack.get('fgsm')))} "
             f"samples; FGSM 1 step, PGD {s.pgd_steps} steps."
         )
     onepixel = [r.floor_passes for r in results if "fwd_per_image_s_population" in r.floor_passes]
@@ -622,10 +687,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--n-onepixel", type=int, default=None, help="samples for one-pixel (default 100 on CPU, 500 on CUDA)"
     )
     p.add_argument("--eps", type=float, default=0.1, help="L-inf radius for FGSM and PGD (default 0.1)")
+    p.add_argument("--eps-l2", type=float, default=1.5, help="L2 radius for PGD-L2 (default 1.5)")
     p.add_argument("--pgd-steps", type=int, default=40)
     p.add_argument("--population", type=int, default=400)
     p.add_argument("--generations", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=250)
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed calls per cell; the median is shown (default 3)"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads in every process (default: torch's)")
     p.add_argument("--tools", default=",".join(TOOLS), help=f"comma-separated subset of {','.join(TOOLS)}")
     p.add_argument(
@@ -651,7 +720,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = resolve_device(args.device)
     n_onepixel = args.n_onepixel if args.n_onepixel is not None else (500 if device == "cuda" else 100)
     s = Settings(
-        device, args.threads, args.eps, args.pgd_steps, args.population, args.generations, args.batch_size
+        device,
+        args.threads,
+        args.eps,
+        args.eps_l2,
+        args.pgd_steps,
+        args.population,
+        args.generations,
+        args.batch_size,
+        args.repeats,
     )
     set_threads(s.threads)
     set_seeds()
@@ -669,6 +746,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     results: list[CellResult] = []
     for attack in args.attacks:
         for tool in args.tools:
+            if (tool, attack) in UNSUPPORTED:
+                continue
             print(f"# {tool}: {attack_label(attack, s)} on {n_attack[attack]} samples ...", flush=True)
             r = run_cell_in_fresh_process(tool, attack, indices[: n_attack[attack]], s)
             results.append(r)
@@ -691,7 +770,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             "environment": env,
             "settings": asdict(s) | {"n": args.n, "n_onepixel": n_onepixel, "seed": SEED},
             "cells": [
-                asdict(r) | {"success_rate": r.success_rate, "time_over_floor": r.time_over_floor}
+                asdict(r)
+                | {
+                    "success_rate": r.success_rate,
+                    "time_over_floor": r.time_over_floor,
+                    "images_per_second": r.images_per_second,
+                }
                 for r in results
             ],
         }

@@ -17,9 +17,10 @@ import torch
 
 from robaudit import __version__
 from robaudit.attacks import Attack, build_attack
+from robaudit.batching import choose as choose_batch_size
 from robaudit.checkpoint import RunDir
 from robaudit.checks import pixel_attack_inside_ball, reliability_flags
-from robaudit.config import AuditConfig
+from robaudit.config import DEFAULT_BATCH_SIZE, AuditConfig
 from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
 from robaudit.errors import InputError, UsageError
@@ -367,6 +368,7 @@ class Prepared:
     notes: list[str]
     timings: dict[str, float]
     restore: Callable[[], None]  # puts the user's model back as it was (training mode, requires_grad)
+    batch_size: int  # --batch-size, or what auto chose
 
 
 def prepare(config: AuditConfig, module: torch.nn.Module | None = None) -> Prepared:
@@ -402,13 +404,22 @@ def _prepare_with(
         indices = stratified_subset(dataset.labels, config.limit, config.seed)
     if len(indices) == 0:
         raise InputError(f"{dataset.path}: the dataset is empty; give at least one labelled image")
-    probe_idx = indices[: min(config.batch_size, len(indices))]
+    fixed_batch = DEFAULT_BATCH_SIZE if config.batch_size == "auto" else config.batch_size
+    probe_idx = indices[: min(fixed_batch, len(indices))]
     probe = torch.from_numpy(dataset.to_unit(dataset.read(probe_idx), config.input_range))
     adapter = handle.bind(dataset.sample_shape, probe)
     dataset.validate(config.input_range, num_classes=adapter.num_classes, pixels=False)
+    notes = list(handle.notes) + list(dataset.notes)
+    batch_size = fixed_batch
+    if config.batch_size == "auto":
+        if adapter.capabilities.gradients:
+            auto = choose_batch_size(adapter, probe, len(indices))
+            batch_size = auto.batch_size
+            notes.append(auto.describe())
+        else:
+            notes.append(f"--batch-size auto: the model has no gradients to probe with; kept {batch_size}")
     timings["load_seconds"] = round(time.perf_counter() - start, 4)
 
-    notes = list(handle.notes) + list(dataset.notes)
     if data_spec == MNIST_NAME and config.data is None:
         notes.insert(0, "no --data given: evaluated on the bundled MNIST test set")
     caps = adapter.capabilities
@@ -436,7 +447,7 @@ def _prepare_with(
     if config.radius_bisect and config.target != "none":
         raise UsageError("--radius-bisect: bisects the untargeted radius; drop --target or --radius-bisect")
     stages = plan_cascade(attacks, config.norms, config.eps, config.pixels, overrides)  # type: ignore[arg-type]
-    return Prepared(adapter, dataset, indices, stages, notes, timings, handle.restore)
+    return Prepared(adapter, dataset, indices, stages, notes, timings, handle.restore, batch_size)
 
 
 def run_audit(
@@ -472,7 +483,7 @@ def _audit(
         prepared.dataset,
         prepared.indices,
         prepared.stages,
-        batch_size=config.batch_size,
+        batch_size=prepared.batch_size,
         seed=config.seed,
         input_range=config.input_range,
         target=config.target,
@@ -497,9 +508,9 @@ def _audit(
             f"INCOMPLETE: interrupted after {records.completed} of {len(indices)} samples; the figures cover "
             f"only those{resume}",
         )
-    if records.batch_size_used < config.batch_size:
+    if records.batch_size_used < prepared.batch_size:
         notes.append(
-            f"out of memory at --batch-size {config.batch_size}: batches were split down to "
+            f"out of memory at --batch-size {prepared.batch_size}: batches were split down to "
             f"{records.batch_size_used}; results are the same, per-sample seeds do not depend on batching"
         )
     bisect = None
@@ -510,7 +521,7 @@ def _audit(
             narrowed = bisect_radius(
                 adapter, dataset, indices, attacks, norm, low, high,
                 steps=config.radius_bisect, seed=config.seed, input_range=config.input_range,
-                batch_size=config.batch_size,
+                batch_size=prepared.batch_size,
             )  # fmt: skip
             timings["radius_seconds"] = round(
                 timings.get("radius_seconds", 0.0) + time.perf_counter() - start, 4
@@ -573,7 +584,8 @@ def _audit(
             "mean": list(config.mean) if config.mean else None,
             "std": list(config.std) if config.std else None,
             "seed": config.seed,
-            "batch_size": config.batch_size,
+            "batch_size": prepared.batch_size,
+            "batch_size_auto": config.batch_size == "auto",
             "batch_size_used": records.batch_size_used,
             "device": str(adapter.device),
         },

@@ -254,7 +254,9 @@ def scan(
         bool, typer.Option(help="Allow loading a pickled nn.Module, which runs code from the file.")
     ] = False,
     device: Annotated[str, typer.Option(help="auto (CUDA if present), cpu, cuda or cuda:N.")] = "auto",
-    batch_size: Annotated[int, typer.Option(help="Samples per batch.")] = 256,
+    batch_size: Annotated[
+        str, typer.Option(help="Samples per batch, or auto: the largest that fits, found by a quick probe.")
+    ] = "256",
     seed: Annotated[
         int, typer.Option(help="Run seed; each sample's seed derives from it and its index.")
     ] = 0,
@@ -438,7 +440,7 @@ def scan(
             err = exc.errors()[0]
             first = str(err["loc"][0]) if err["loc"] else "option"
             flag = {key: param for param, key in _CONFIG_KEYS.items()}.get(first, first).replace("_", "-")
-            _fail(f"--{flag}: {err['msg']}", ExitCode.USAGE_ERROR)
+            _fail(f"--{flag}: {str(err['msg']).removeprefix('Value error, ')}", ExitCode.USAGE_ERROR)
         _scan(config)
     except RobauditError as exc:
         _fail(str(exc), exc.exit_code)

@@ -16,9 +16,21 @@ from robaudit.errors import UsageError
 
 Layout = Literal["auto", "nchw", "nhwc"]
 OutputKind = Literal["auto", "logits", "probabilities", "log-probabilities"]
+DEFAULT_BATCH_SIZE = 256
 Norm = Literal["linf", "l2", "l1"]
 
 _EPS_PATTERN = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)(\s*/\s*(\d+(\.\d*)?|\.\d+))?\s*$")
+
+
+def parse_batch_size(value: object) -> int | str:
+    """A positive whole number of samples, or ``auto`` (the largest batch that fits, probed)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise ValueError(f"must be a positive whole number of samples or auto, not {value!r}")
 
 
 def parse_eps(text: str | float | int, field: str = "--eps") -> float:
@@ -92,7 +104,7 @@ class AuditConfig(BaseModel):
     attack_specs: tuple[dict[str, Any], ...] = ()
 
     device: str = "auto"
-    batch_size: int = Field(default=256, gt=0)
+    batch_size: int | Literal["auto"] = DEFAULT_BATCH_SIZE
     seed: int = 0
 
     # ONNX Runtime vs converted PyTorch graph: max |diff| allowed is atol + rtol * max |reference|.
@@ -147,6 +159,11 @@ class AuditConfig(BaseModel):
         if not value:
             raise ValueError("give at least one norm")
         return tuple(dict.fromkeys(value))
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size_valid(cls, value: object) -> int | str:
+        return parse_batch_size(value)
 
     @field_validator("target")
     @classmethod

@@ -13,9 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from robaudit.config import Norm, parse_eps
+from robaudit.config import DEFAULT_BATCH_SIZE, Norm, parse_batch_size, parse_eps
 from robaudit.errors import UsageError
 
 BUILTIN = ("quick", "standard", "thorough")
@@ -154,10 +161,15 @@ class Profile(_Section):
     attacks: list[AttackEntry] = Field(default_factory=lambda: [AttackEntry(name="fgsm")])
     threat: ThreatSection = Field(default_factory=ThreatSection)
     device: str = "auto"
-    batch_size: int = Field(default=256, gt=0)
+    batch_size: int | Literal["auto"] = DEFAULT_BATCH_SIZE
     seed: int = 0
     gate: GateSection = Field(default_factory=GateSection)
     reports: ReportsSection = Field(default_factory=ReportsSection)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _batch_size_valid(cls, value: object) -> int | str:
+        return parse_batch_size(value)
 
 
 # --- reading ----------------------------------------------------------------------------------------

@@ -382,6 +382,8 @@ def test_onepixel_and_targeted_pgd_through_the_cli(tmp_path: Path, small_npz: Pa
         (["--attack-kwargs", "art:DeepFool=[1]"], ["--attack-kwargs", "JSON object"]),
         (["--attack-kwargs", "art:DeepFool={}"], ["--attack-kwargs art:DeepFool", "no such --attack"]),
         (["--attack", "onepixel", "--population", "2"], ["--population"]),
+        (["--batch-size", "lots"], ["--batch-size", "positive whole number of samples or auto", "'lots'"]),
+        (["--batch-size", "0"], ["--batch-size", "positive whole number"]),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(

@@ -91,6 +91,8 @@ reports: {json: out/r.json, junit: out/g.xml, radius_bisect: 2}
         ("version: 1\nmodel: [unclosed\n", "not valid YAML"),
         ("version: 1\nx: !!python/object/apply:os.system [echo]\n", "not valid YAML"),
         ("? 0:\n", "a key must be a plain value"),  # a mapping used as a key (found by fuzzing)
+        ("version: 1\nbatch_size: -3\n", "batch_size: must be a positive whole number of samples or auto"),
+        ("version: 1\nbatch_size: true\n", "batch_size: must be"),
     ],
 )
 def test_invalid_profiles_are_one_line_errors_naming_the_field(text: str, expected: str) -> None:
@@ -267,3 +269,8 @@ def test_the_readme_profile_example_is_valid() -> None:
     (example, *_) = re.findall(r"```yaml\n(.*?)```", section, re.S)
     values = config_values(parse_profile(example, "README.md"))
     assert values["attack_specs"][1]["eps"] == (0.1, 0.2) and values["gate_checks"][0]["use_interval"] is True
+
+
+def test_batch_size_auto_in_a_profile_reaches_the_config() -> None:
+    values = config_values(parse_profile("version: 1\nbatch_size: auto\n", "audit.yaml"))
+    assert values["batch_size"] == "auto"

@@ -177,9 +177,13 @@ def test_audit_runs_in_eval_mode_and_restores_the_model(own_label_npz: Path) -> 
     model = Dropping().train()
     model.body.fc.weight.requires_grad_(True)
     frozen_before = [p.requires_grad for p in model.parameters()]
+    layout_before = [(p.stride(), p.clone()) for p in model.parameters()]
     first = audit(model, own_label_npz, attacks=("fgsm", "pgd"), eps=(0.1,), steps=5)
     assert model.training and model.drop.training and model.body.training
     assert [p.requires_grad for p in model.parameters()] == frozen_before
+    # The audit runs convolutions channels-last on the CPU; the weights come back as they were.
+    assert [p.stride() for p in model.parameters()] == [stride for stride, _ in layout_before]
+    assert all(torch.equal(p, value) for p, (_, value) in zip(model.parameters(), layout_before, strict=True))
     second = audit(model, own_label_npz, attacks=("fgsm", "pgd"), eps=(0.1,), steps=5)
     # Dropout in training mode would make the two audits differ.
     assert [r.n_robust for r in first.rows] == [r.n_robust for r in second.rows]  # type: ignore[attr-defined]
@@ -354,3 +358,35 @@ def test_gpu_out_of_memory_halves_the_batch_with_the_same_results(
     direct = audit(fragile, own_label_npz, batch_size=8, **settings)
     assert halved.settings["batch_size_used"] == 8  # type: ignore[attr-defined]
     assert [(r.attack, r.n_robust) for r in halved.rows] == [(r.attack, r.n_robust) for r in direct.rows]  # type: ignore[attr-defined]
+
+
+# --- --batch-size auto ---------------------------------------------------------------------------
+
+
+def test_auto_batch_size_follows_the_memory_budget(fragile: nn.Module) -> None:
+    """The probe's per-sample cost is real (measured on the model); the batch is the largest power of
+    two whose cost fits the budget, and never larger than the data or the cap."""
+    from robaudit.batching import CAP, choose
+    from robaudit.models.torch_model import module_handle
+
+    config = AuditConfig(model=Path("in-memory"))
+    x = torch.rand(8, 1, 28, 28)
+    adapter = module_handle(fragile, config, torch.device("cpu")).bind((1, 28, 28), x)
+    roomy = choose(adapter, x, 100_000, budget=1 << 40)
+    assert roomy.batch_size == CAP
+    per_sample = roomy.bytes_per_sample
+    assert per_sample > 6 * 784 * 4  # more than the input-sized copies: the activations count too
+    assert choose(adapter, x, 100_000, budget=64 * per_sample).batch_size == 64
+    assert choose(adapter, x, 100_000, budget=64 * per_sample - 1).batch_size == 32
+    assert choose(adapter, x, 40, budget=1 << 40).batch_size == 64  # the data, rounded up to a power of two
+    assert choose(adapter, x, 100_000, budget=0).batch_size == 1
+
+
+def test_auto_batch_size_is_recorded_and_changes_no_result(fragile: nn.Module, own_label_npz: Path) -> None:
+    settings = dict(attacks=("fgsm", "pgd"), steps=3, eps=(0.05,), checks=False)
+    auto = audit(fragile, own_label_npz, batch_size="auto", **settings)
+    fixed = audit(fragile, own_label_npz, batch_size=7, **settings)
+    chosen = auto.settings["batch_size"]  # type: ignore[attr-defined]
+    assert auto.settings["batch_size_auto"] is True and chosen == 64  # type: ignore[attr-defined]
+    assert any(note.startswith(f"--batch-size auto chose {chosen}") for note in auto.notes)  # type: ignore[attr-defined]
+    assert [(r.attack, r.n_robust) for r in auto.rows] == [(r.attack, r.n_robust) for r in fixed.rows]  # type: ignore[attr-defined]

@@ -1,0 +1,46 @@
+"""The benchmark scripts run end to end on a tiny budget. They check that the scripts work and that
+their tables say what they should, never how fast anything is: timings belong in benchmarks/RESULTS.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_comparison_runs_and_reports_every_cell(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    table = run(
+        "benchmarks/compare_attacks.py", "--tools", "robaudit,art", "--attacks", "fgsm,pgd-l2,onepixel",
+        "--n", "12", "--n-onepixel", "2", "--pgd-steps", "3", "--population", "20", "--generations", "2",
+        "--batch-size", "8", "--json", str(out),
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    cells = {(c["tool"], c["attack"]): c for c in report["cells"]}
+    assert set(cells) == {(t, a) for t in ("robaudit", "art") for a in ("fgsm", "pgd-l2", "onepixel")}
+    for cell in cells.values():
+        assert cell["error"] is None
+        assert not any(cell["violations"].values())  # every x_adv inside its threat model
+        assert cell["images_per_second"] > 0 and cell["time_over_floor"] > 0
+        assert 0 <= cell["fooled"] <= cell["n"]
+    assert "| PGD-3 L2 | robaudit | 12 |" in table
+    assert report["environment"]["torch"] and report["settings"]["eps_l2"] == 1.5
+
+
+def test_the_memory_scaling_script_runs(tmp_path: Path) -> None:
+    out = tmp_path / "memory.json"
+    run("benchmarks/memory_scaling.py", "--small", "64", "--large", "128", "--json", str(out))
+    report = json.loads(out.read_text())
+    assert [r["samples"] for r in report["runs"]] == [64, 128]
+    assert all(r["peak_rss_mib"] > 50 for r in report["runs"])  # a real process with torch loaded
