@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -742,3 +744,18 @@ def test_scan_help_keeps_its_square_brackets() -> None:
     assert result.exit_code == 0
     text = flat(result.stdout)
     assert "'robaudit[art]'" in text and "METRIC@[ATTACK:]NORM:EPS" in text
+
+
+def test_help_and_profile_validate_import_no_heavy_library() -> None:
+    """They answer in a fraction of a second because torch, ONNX, NumPy and matplotlib load only when a
+    scan or a report needs them (the times themselves are in benchmarks/RESULTS.md)."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from robaudit.cli import app\n"
+        "for args in (['--help'], ['scan', '--help'], ['profile', 'validate', 'quick']):\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        "print(sorted({'torch', 'onnx', 'onnxruntime', 'numpy', 'matplotlib', 'PIL'} & set(sys.modules)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -6,9 +6,11 @@ in the declared ``--input-range``. eps is measured on that [0, 1] scale.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import math
+import mmap
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -277,6 +279,18 @@ def _open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] 
     return _from_arrays(str(path), xkey, ykey, x, y, expected, _sha256_files([path]), notes)
 
 
+def _read_and_release(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Copy rows out of ``x``; for a memory-mapped file, then let the kernel drop the pages just read,
+    so that resident memory stays flat however many samples stream through (they stay in the page
+    cache, cheap to read again)."""
+    rows = np.asarray(x[idx])
+    mapping = getattr(x, "_mmap", None)  # numpy.memmap's mmap.mmap object
+    if mapping is not None and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mapping.madvise(mmap.MADV_DONTNEED)
+    return rows
+
+
 def _from_arrays(
     path: str,
     xkey: str,
@@ -297,7 +311,7 @@ def _from_arrays(
         sample_shape=sample,
         layout=layout,
         dtype=x.dtype,
-        read=lambda idx: np.asarray(x[idx]),
+        read=lambda idx: _read_and_release(x, idx),
         sha256=sha,
         notes=notes,
     )
