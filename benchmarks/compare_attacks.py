@@ -80,8 +80,13 @@ PGD_REL_STEP = 2.5  # step size = 2.5 * eps / steps (Madry et al.)
 WARMUP_SAMPLES = {"fgsm": 8, "pgd": 8, "pgd-l2": 8, "onepixel": 2}
 FLOOR_REPEATS = 5
 BIG_BATCH_FACTOR = 16  # the large one-pixel floor batch is 16 x population images
-INPUT_SHAPE = (1, 28, 28)
 NUM_CLASSES = 10
+# lenet: the sample LeNet on MNIST holdout images. resnet18: torchvision's ResNet-18 (11M parameters)
+# with seeded random weights on seeded random CIFAR-10-shaped images labelled with its own predictions:
+# a model of the size the GPU benchmark calls for, for timing only (its success rates mean nothing).
+MODELS = ("lenet", "resnet18")
+INPUT_SHAPES = {"lenet": (1, 28, 28), "resnet18": (3, 32, 32)}
+SYNTHETIC_IMAGES = 2000
 
 AttackFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x, y, seeds) -> x_adv
 
@@ -99,6 +104,7 @@ class Settings:
     generations: int
     batch_size: int
     repeats: int = 1  # timed calls per cell; the table shows their median
+    model: str = "lenet"
 
 
 @dataclass
@@ -156,18 +162,36 @@ def set_seeds(seed: int = SEED) -> None:
     torch.manual_seed(seed)
 
 
-def load_model(device: str) -> nn.Module:
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from sample_models.lenet import LeNet
+def load_model(device: str, name: str = "lenet") -> nn.Module:
+    if name == "resnet18":
+        from torchvision.models import resnet18
 
-    model = LeNet(num_classes=NUM_CLASSES)
-    model.load_state_dict(torch.load(MODEL_STATE, map_location="cpu", weights_only=True))
+        torch.manual_seed(SEED)
+        model = resnet18(num_classes=NUM_CLASSES)
+    else:
+        if str(REPO_ROOT) not in sys.path:
+            sys.path.insert(0, str(REPO_ROOT))
+        from sample_models.lenet import LeNet
+
+        model = LeNet(num_classes=NUM_CLASSES)
+        model.load_state_dict(torch.load(MODEL_STATE, map_location="cpu", weights_only=True))
     return model.eval().requires_grad_(False).to(device)
 
 
-def load_holdout(indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Holdout images as float32 NCHW on [0, 1] and int64 labels (all, or the given indices)."""
+def synthetic_images(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded random images, labelled with the (seeded) model's own predictions on the CPU."""
+    x = np.random.default_rng(SEED).random((SYNTHETIC_IMAGES, *INPUT_SHAPES[name]), dtype=np.float32)
+    model = load_model("cpu", name)
+    with torch.no_grad():
+        y = torch.cat([model(torch.from_numpy(x[i : i + 250])).argmax(1) for i in range(0, len(x), 250)])
+    return x, y.numpy().astype(np.int64)
+
+
+def load_holdout(indices: Sequence[int] | None = None, name: str = "lenet") -> tuple[np.ndarray, np.ndarray]:
+    """Images as float32 NCHW on [0, 1] and int64 labels (all, or the given indices)."""
+    if name != "lenet":
+        x, y = synthetic_images(name)
+        return (x, y) if indices is None else (x[np.asarray(indices)], y[np.asarray(indices)])
     with np.load(HOLDOUT) as data:
         x, y = data["x"], data["y"]
     if indices is not None:
@@ -188,9 +212,11 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
         return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def select_correct(model: nn.Module, device: str, n: int, batch_size: int) -> tuple[list[int], int]:
-    """Indices of the first ``n`` holdout images classified correctly, and how many were scanned."""
-    x, y = load_holdout()
+def select_correct(
+    model: nn.Module, device: str, n: int, batch_size: int, name: str = "lenet"
+) -> tuple[list[int], int]:
+    """Indices of the first ``n`` images classified correctly, and how many were scanned."""
+    x, y = load_holdout(name=name)
     pred = predict(model, torch.from_numpy(x).to(device), batch_size).cpu().numpy()
     correct = np.flatnonzero(pred == y)
     if len(correct) < n:
@@ -249,7 +275,7 @@ def batched(
     )
 
 
-def effective_population(tool: str, population: int, channels: int = INPUT_SHAPE[0]) -> int:
+def effective_population(tool: str, population: int, channels: int = 1) -> int:
     """Candidates per generation each tool really evaluates for a one-pixel attack.
 
     ART and torchattacks run SciPy-style DE whose population is ``popsize x len(bounds)`` with
@@ -267,10 +293,6 @@ def effective_population(tool: str, population: int, channels: int = INPUT_SHAPE
 
 
 def build_robaudit(attack: str, model: nn.Module, s: Settings, early_stop: bool = True) -> AttackFn:
-    if s.device == "cpu":
-        # As `robaudit scan` does on the CPU (robaudit.models.torch_model._Frozen): channels-last weights.
-        # The floor was measured before, on the model as given to every tool.
-        model.to(memory_format=torch.channels_last)
     kwargs: dict[str, Any]
     if attack == "fgsm":
         from robaudit.attacks.fgsm import FGSM
@@ -306,7 +328,7 @@ def build_art(attack: str, model: nn.Module, s: Settings) -> AttackFn:
     classifier = PyTorchClassifier(
         model=model,
         loss=nn.CrossEntropyLoss(),
-        input_shape=INPUT_SHAPE,
+        input_shape=INPUT_SHAPES[s.model],
         nb_classes=NUM_CLASSES,
         clip_values=(0.0, 1.0),
         device_type="gpu" if s.device == "cuda" else "cpu",
@@ -352,7 +374,7 @@ def build_torchattacks(attack: str, model: nn.Module, s: Settings) -> AttackFn:
         alpha = PGD_REL_STEP * s.eps_l2 / s.pgd_steps
         atk = torchattacks.PGDL2(model, eps=s.eps_l2, alpha=alpha, steps=s.pgd_steps, random_start=True)
     else:
-        pop = effective_population("torchattacks", s.population)
+        pop = effective_population("torchattacks", s.population, INPUT_SHAPES[s.model][0])
         # popsize is split over the 3 DE parameters; inf_batch = population: one forward per generation.
         atk = torchattacks.OnePixel(model, pixels=1, steps=s.generations, popsize=s.population, inf_batch=pop)
     return lambda x, y, seeds: batched(lambda xb, yb, sb: atk(xb, yb), x, y, seeds, s.batch_size)
@@ -420,11 +442,11 @@ def run_cell(tool: str, attack: str, indices: list[int], s: Settings) -> CellRes
     set_threads(s.threads)
     result = CellResult(tool=tool, attack=attack, n=len(indices), threads=torch.get_num_threads())
     if attack == "onepixel":
-        result.population = effective_population(tool, s.population)
+        result.population = effective_population(tool, s.population, INPUT_SHAPES[s.model][0])
         result.generations = s.generations
     try:
-        model = load_model(s.device)
-        x_np, y_np = load_holdout(indices)
+        model = load_model(s.device, s.model)
+        x_np, y_np = load_holdout(indices, s.model)
         x, y = torch.from_numpy(x_np).to(s.device), torch.from_numpy(y_np).to(s.device)
         seeds = torch.tensor(indices, dtype=torch.int64, device=s.device)  # one seed per holdout image
         result.floor_s, result.floor_passes = measure_floor(attack, model, x, y, s)
@@ -693,6 +715,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generations", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument(
+        "--model", choices=MODELS, default="lenet", help="lenet (default) or resnet18 (timing only)"
+    )
+    p.add_argument(
         "--repeats", type=int, default=3, help="timed calls per cell; the median is shown (default 3)"
     )
     p.add_argument("--threads", type=int, default=0, help="torch threads in every process (default: torch's)")
@@ -729,13 +754,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.generations,
         args.batch_size,
         args.repeats,
+        args.model,
     )
     set_threads(s.threads)
     set_seeds()
 
-    model = load_model(device)
+    model = load_model(device, s.model)
     n_attack = {a: (n_onepixel if a == "onepixel" else args.n) for a in args.attacks}
-    indices, scanned = select_correct(model, device, max(n_attack.values()), args.batch_size)
+    indices, scanned = select_correct(model, device, max(n_attack.values()), args.batch_size, s.model)
     env = environment(device)
     print(
         f"# {env['device_name']} ({env['cpu_logical_cores']} logical cores, {env['torch_threads']} torch threads)"

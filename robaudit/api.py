@@ -586,6 +586,7 @@ def _audit(
             "seed": config.seed,
             "batch_size": prepared.batch_size,
             "batch_size_auto": config.batch_size == "auto",
+            "channels_last": config.channels_last,
             "batch_size_used": records.batch_size_used,
             "device": str(adapter.device),
         },

@@ -98,7 +98,7 @@ _CONFIG_KEYS = {
     "generations": "generations", "target": "target", "attack_kwargs": "attack_kwargs", "eps": "eps",
     "input_range": "input_range", "mean": "mean", "std": "std", "layout": "layout", "output": "output",
     "arch": "arch", "arch_kwargs": "arch_kwargs", "trust_model": "trust_model", "device": "device",
-    "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "json_path": "json_path",
+    "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "channels_last": "channels_last", "json_path": "json_path",
     "html": "html_path", "markdown": "markdown_path", "per_sample": "per_sample_path",
     "radius_bisect": "radius_bisect", "save_adversarial": "adversarial_path", "baseline": "baseline",
     "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path", "strict": "strict", "checks": "checks", "run_dir": "run_dir",
@@ -263,6 +263,13 @@ def scan(
     parity_atol: Annotated[
         float, typer.Option(help="Allowed ONNX Runtime vs converted-graph logit gap.")
     ] = 1e-4,
+    channels_last: Annotated[
+        bool,
+        typer.Option(
+            "--channels-last",
+            help="Lay convolution weights out channels-last: faster for some models on a CPU.",
+        ),
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
     html: Annotated[
         Path | None, typer.Option(help="Write a self-contained HTML report (no network needed to view it).")
@@ -395,6 +402,7 @@ def scan(
             batch_size=batch_size,
             seed=seed,
             parity_atol=parity_atol,
+            channels_last=channels_last,
             json_path=json_path,
             html_path=html,
             markdown_path=markdown,

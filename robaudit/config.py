@@ -105,6 +105,8 @@ class AuditConfig(BaseModel):
 
     device: str = "auto"
     batch_size: int | Literal["auto"] = DEFAULT_BATCH_SIZE
+    # Convolution weights laid out channels-last (faster for some models on the CPU, slower for others).
+    channels_last: bool = False
     seed: int = 0
 
     # ONNX Runtime vs converted PyTorch graph: max |diff| allowed is atol + rtol * max |reference|.

@@ -162,6 +162,7 @@ class Profile(_Section):
     threat: ThreatSection = Field(default_factory=ThreatSection)
     device: str = "auto"
     batch_size: int | Literal["auto"] = DEFAULT_BATCH_SIZE
+    channels_last: bool = False
     seed: int = 0
     gate: GateSection = Field(default_factory=GateSection)
     reports: ReportsSection = Field(default_factory=ReportsSection)
@@ -289,6 +290,7 @@ def config_values(profile: Profile) -> dict[str, Any]:
         "trust_model": p.model.trust_model,
         "output": p.model.output,
         "parity_atol": p.model.parity_atol,
+        "channels_last": p.channels_last,
         "input_range": p.preprocessing.input_range,
         "mean": tuple(p.preprocessing.mean) if p.preprocessing.mean else None,
         "std": tuple(p.preprocessing.std) if p.preprocessing.std else None,

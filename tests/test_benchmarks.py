@@ -44,3 +44,14 @@ def test_the_memory_scaling_script_runs(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert [r["samples"] for r in report["runs"]] == [64, 128]
     assert all(r["peak_rss_mib"] > 50 for r in report["runs"])  # a real process with torch loaded
+
+
+def test_the_resnet18_timing_model_runs(tmp_path: Path) -> None:
+    """The ResNet-18-sized model the GPU benchmark calls for, on a CPU and a tiny budget."""
+    out = tmp_path / "bench.json"
+    run(
+        "benchmarks/compare_attacks.py", "--model", "resnet18", "--tools", "robaudit", "--attacks", "pgd",
+        "--n", "4", "--pgd-steps", "2", "--batch-size", "4", "--repeats", "1", "--json", str(out),
+    )  # fmt: skip
+    (cell,) = json.loads(out.read_text())["cells"]
+    assert cell["error"] is None and cell["n"] == 4 and not any(cell["violations"].values())

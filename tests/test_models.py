@@ -15,7 +15,7 @@ from robaudit.errors import InputError, UsageError
 from robaudit.models import load_model
 from robaudit.models.onnx_model import strip_final_softmax, topological_sort
 from robaudit.models.ort_install import mixed_install_message, repair_command
-from tests.conftest import REPO, same_upper_model, small_cnn, unconvertible_model
+from tests.conftest import REPO, SAMPLES, same_upper_model, small_cnn, unconvertible_model
 
 CPU = torch.device("cpu")
 
@@ -260,3 +260,23 @@ def test_conversion_disagreeing_with_onnxruntime_stops_the_run(holdout_x: torch.
     assert "mnist_cnn.onnx" in str(info.value) and "--parity-atol" in str(info.value)
     _, adapter = bind(path, holdout_x)
     assert 0 < (adapter.capabilities.parity_max_abs_diff or 0) < 1e-4
+
+
+def test_channels_last_changes_the_layout_not_what_the_model_computes() -> None:
+    """--channels-last relays the convolution weights; the logits stay the same up to float rounding,
+    and a model without convolution weights is left alone."""
+    from robaudit.models.layout import use_channels_last
+    from sample_models.lenet import LeNet
+
+    model = LeNet().eval().requires_grad_(False)
+    model.load_state_dict(torch.load(SAMPLES / "mnist_cnn_state.pt", weights_only=True))
+    x = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    before = model(x)
+    conv = model.features[3].weight  # 16 input channels: the two layouts differ
+    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last)
+    assert use_channels_last(model) is True
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    assert use_channels_last(mlp) is False

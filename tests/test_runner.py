@@ -178,10 +178,10 @@ def test_audit_runs_in_eval_mode_and_restores_the_model(own_label_npz: Path) -> 
     model.body.fc.weight.requires_grad_(True)
     frozen_before = [p.requires_grad for p in model.parameters()]
     layout_before = [(p.stride(), p.clone()) for p in model.parameters()]
-    first = audit(model, own_label_npz, attacks=("fgsm", "pgd"), eps=(0.1,), steps=5)
+    first = audit(model, own_label_npz, attacks=("fgsm", "pgd"), eps=(0.1,), steps=5, channels_last=True)
     assert model.training and model.drop.training and model.body.training
     assert [p.requires_grad for p in model.parameters()] == frozen_before
-    # The audit runs convolutions channels-last on the CPU; the weights come back as they were.
+    # --channels-last relaid the convolution weights for the audit; they come back as they were.
     assert [p.stride() for p in model.parameters()] == [stride for stride, _ in layout_before]
     assert all(torch.equal(p, value) for p, (_, value) in zip(model.parameters(), layout_before, strict=True))
     second = audit(model, own_label_npz, attacks=("fgsm", "pgd"), eps=(0.1,), steps=5)
@@ -390,3 +390,13 @@ def test_auto_batch_size_is_recorded_and_changes_no_result(fragile: nn.Module, o
     assert auto.settings["batch_size_auto"] is True and chosen == 64  # type: ignore[attr-defined]
     assert any(note.startswith(f"--batch-size auto chose {chosen}") for note in auto.notes)  # type: ignore[attr-defined]
     assert [(r.attack, r.n_robust) for r in auto.rows] == [(r.attack, r.n_robust) for r in fixed.rows]  # type: ignore[attr-defined]
+
+
+def test_channels_last_is_recorded_and_changes_no_outcome(fragile: nn.Module, own_label_npz: Path) -> None:
+    settings = dict(attacks=("fgsm", "pgd"), steps=5, eps=(0.05, 0.1), checks=False)
+    relaid = audit(fragile, own_label_npz, channels_last=True, **settings)
+    plain = audit(fragile, own_label_npz, **settings)
+    assert relaid.settings["channels_last"] is True and plain.settings["channels_last"] is False  # type: ignore[attr-defined]
+    assert [(r.attack, r.eps, r.n_robust) for r in relaid.rows] == [
+        (r.attack, r.eps, r.n_robust) for r in plain.rows
+    ]  # type: ignore[attr-defined]

@@ -6,7 +6,6 @@ adversarial example it helps find is re-checked on ONNX Runtime by the runner.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import logging
@@ -30,6 +29,7 @@ from robaudit.models.base import (
     detect_output_kind,
     fixed_batch_module,
 )
+from robaudit.models.layout import use_channels_last
 from robaudit.models.onnx_safety import check_initializer_sizes, load_external_data_safely
 from robaudit.models.ort_install import import_onnxruntime
 from robaudit.models.torch_model import _one_line
@@ -285,9 +285,8 @@ class OnnxModelHandle:
         note: str | None = None
         if module is not None:
             module = module.to(self.device).eval()
-            if self.device.type == "cpu":  # oneDNN runs channels-last convolutions faster (see _Frozen)
-                with contextlib.suppress(Exception):
-                    module = module.to(memory_format=torch.channels_last)
+            if self.config.channels_last:
+                use_channels_last(module)
             for p in module.parameters():
                 p.requires_grad_(False)
             candidate: Callable[[torch.Tensor], torch.Tensor] = module

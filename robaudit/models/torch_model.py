@@ -25,6 +25,7 @@ from robaudit.models.base import (
     detect_output_kind,
     fixed_batch_module,
 )
+from robaudit.models.layout import use_channels_last
 
 PICKLE_ADVICE = (
     "re-save it with torch.jit.save or torch.export.save, or save its state_dict and pass "
@@ -159,12 +160,12 @@ class _Frozen:
     """Puts a module in eval mode with frozen weights, remembering how it was to restore it later.
 
     Dropout or batch-norm statistics in training mode would make the audit random and wrong, and
-    weights that require gradients cost a backward pass through them. On the CPU the 4-D weights also
-    go channels-last, which oneDNN's convolutions run faster (measured on the sample LeNet: forward
-    1.7x, forward+backward 1.5x). The user's module is handed back exactly as it came.
+    weights that require gradients cost a backward pass through them. With ``--channels-last`` the 4-D
+    weights are also laid out channels-last (``layout.use_channels_last``). The user's module is handed
+    back exactly as it came.
     """
 
-    def __init__(self, module: object, device: torch.device) -> None:
+    def __init__(self, module: object) -> None:
         self.modes: list[tuple[nn.Module, bool]] = []
         self.grads: list[tuple[torch.Tensor, bool]] = []
         self.layouts: list[tuple[torch.Tensor, tuple[int, ...]]] = []  # 4-D tensors and their strides before
@@ -178,13 +179,7 @@ class _Frozen:
             pass  # torch.export modules refuse eval(); they keep the mode they were exported in
         for p, _ in self.grads:
             p.requires_grad_(False)
-        if device.type == "cpu":
-            tensors = [*module.parameters(), *module.buffers()]
-            self.layouts = [(t, t.stride()) for t in tensors if t.ndim == 4]
-            try:
-                module.to(memory_format=torch.channels_last)
-            except Exception:  # noqa: BLE001 - a module that refuses keeps its layout; only speed is lost
-                self.layouts = []
+        self.layouts = [(t, t.stride()) for t in [*module.parameters(), *module.buffers()] if t.ndim == 4]
 
     def restore(self) -> None:
         for m, training in self.modes:
@@ -208,7 +203,7 @@ class TorchModelHandle:
             self.model, self.format, example_shape = _load_file(path, config, device)
         else:
             self.model, self.format, example_shape = module.to(device), "in-memory nn.Module", None
-        self._frozen = _Frozen(self.model, device)
+        self._frozen = _Frozen(self.model)
         self.layout = "nhwc" if config.layout == "nhwc" else "nchw"
         self.declared_shape: tuple[int, int, int] | None = None
         if example_shape is not None and len(example_shape) == 4:
@@ -235,6 +230,8 @@ class TorchModelHandle:
     def bind(self, sample_shape: tuple[int, int, int], probe_x01: torch.Tensor) -> ModelAdapter:
         pre = self._preprocessing()
         model_input = pre.apply(probe_x01.to(self.device))
+        if self.config.channels_last:
+            use_channels_last(self.model)
         if self.fixed_batch is not None:
             self.model = fixed_batch_module(self.model, self.fixed_batch)  # type: ignore[arg-type]
             if hasattr(self.model, "probe"):
