@@ -477,7 +477,10 @@ def _audit(
     run_dir = None
     if config.run_dir is not None:
         run_dir = RunDir(config.run_dir)
-        run_dir.write_config(config.model_dump_json(indent=2))
+        # The batch size auto chose, not "auto": a resumed run must cut the same batches as the saved ones.
+        run_dir.write_config(
+            config.model_copy(update={"batch_size": prepared.batch_size}).model_dump_json(indent=2)
+        )
     records = evaluate(
         prepared.adapter,
         prepared.dataset,

@@ -80,3 +80,34 @@ def test_resume_takes_no_other_settings(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "takes no other settings" in result.output
     result = CliRunner().invoke(app, ["scan", "--resume", str(tmp_path / "none")])
     assert result.exit_code == 3 and "no config.json there" in result.output
+
+
+def test_a_run_with_auto_batch_size_saves_the_batch_it_chose(tmp_path: Path) -> None:
+    """Saved batches are cut at the chosen size, so the run directory records that size, not "auto":
+    a resumed run must cut the same batches."""
+    run_dir = tmp_path / "run"
+    args = [str(SAMPLES / "mnist_cnn.pt"), "--data", str(HOLDOUT), "--limit", "50", "--attack", "fgsm"]
+    first = CliRunner().invoke(
+        app,
+        [
+            "scan",
+            *args,
+            "--batch-size",
+            "auto",
+            "--run-dir",
+            str(run_dir),
+            "--json",
+            str(tmp_path / "a.json"),
+        ],
+    )
+    assert first.exit_code == 0, first.output
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (
+        saved["batch_size"] == json.loads((tmp_path / "a.json").read_text())["settings"]["batch_size"] == 64
+    )
+    before = json.loads((tmp_path / "a.json").read_text())
+    again = CliRunner().invoke(
+        app, ["scan", "--resume", str(run_dir)]
+    )  # writes a.json again, from the folder
+    assert again.exit_code == 0, again.output
+    assert comparable(json.loads((tmp_path / "a.json").read_text())) == comparable(before)
