@@ -164,14 +164,19 @@ def run_forked(
 
 
 def trial_conversion(
-    work: Callable[[], object], data: bytes, timeout_s: float = TIMEOUT_S, address_space: int | None = None
+    work: Callable[[], object],
+    serialise: Callable[[], bytes],
+    size: int,
+    timeout_s: float = TIMEOUT_S,
+    address_space: int | None = None,
 ) -> str | None:
-    """Try the conversion ``work`` (of the model serialised as ``data``) where it cannot hurt: forked
-    first, and in a fresh child Python when the forked trial fails. None when a trial finished."""
-    address_space = address_space or max(MIN_ADDRESS_SPACE, 16 * len(data))
+    """Try the conversion ``work`` of a model of ``size`` bytes where it cannot hurt: forked first, and
+    in a fresh child Python, given the model's bytes from ``serialise``, only when the forked trial
+    fails (so a large model is not serialised again on the usual path). None when a trial finished."""
+    address_space = address_space or max(MIN_ADDRESS_SPACE, 16 * size)
     if run_forked(work, timeout_s, address_space) is None:
         return None
-    returncode = run_child("convert", data, timeout_s, address_space)
+    returncode = run_child("convert", serialise(), timeout_s, address_space)
     if returncode is None:
         return f"did not finish in {timeout_s:g} s"
     return _trouble(returncode, address_space)

@@ -189,6 +189,16 @@ def run_pgd(
     return PgdRun(attack, x_adv, _fooled(adapter, x_adv, y), losses, lost)
 
 
+def fooled_by(
+    adapter: ModelAdapter, attack: PGD, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor, stage: Stage
+) -> torch.Tensor:
+    """Which samples a variant of the run's PGD fools, run with early stopping (no trajectory needed)."""
+    norm, eps = stage.threat.norm, stage.threat.eps
+    x_adv = attack(adapter.logits, x, y, eps=eps, norm=norm, seeds=seeds)
+    verify(x_adv, x, eps, norm, attack.name)
+    return _fooled(adapter, x_adv, y)
+
+
 def silent_success(stage: Stage, pgd: PgdRun) -> list[Flag]:
     """Samples that PGD fooled at some iterate but not at its last (Pintor et al. 2022). robaudit keeps
     the best iterate, so its own figures count them; the flag says the step size overshoots, and that
@@ -275,8 +285,8 @@ def loss_choice(
     if pgd.attack.loss != "ce" or adapter.num_classes < 3:
         return []
     norm, eps = stage.threat.norm, stage.threat.eps
-    dlr = run_pgd(adapter, replace(pgd.attack, loss="dlr"), x, y, seeds, stage)
-    robust = {"ce": float((~pgd.fooled).float().mean()), "dlr": float((~dlr.fooled).float().mean())}
+    dlr = fooled_by(adapter, replace(pgd.attack, loss="dlr"), x, y, seeds, stage)
+    robust = {"ce": float((~pgd.fooled).float().mean()), "dlr": float((~dlr).float().mean())}
     if robust["ce"] - robust["dlr"] <= _noise_floor(len(y)):
         return []
     return [
@@ -313,8 +323,8 @@ def incomplete_optimisation(
         return []
     norm, eps = stage.threat.norm, stage.threat.eps
     steps = pgd.attack.steps
-    doubled = run_pgd(adapter, replace(pgd.attack, steps=2 * steps), x, y, seeds, stage)
-    robust = [float((~pgd.fooled).float().mean()), float((~doubled.fooled).float().mean())]
+    doubled = fooled_by(adapter, replace(pgd.attack, steps=2 * steps), x, y, seeds, stage)
+    robust = [float((~pgd.fooled).float().mean()), float((~doubled).float().mean())]
     if robust[0] - robust[1] <= _noise_floor(len(y)):
         return []
     return [

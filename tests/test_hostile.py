@@ -413,8 +413,9 @@ def test_a_failed_forked_trial_is_confirmed_in_a_fresh_process() -> None:
 
     from robaudit.isolated import trial_conversion
 
-    assert trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes()) is None
-    trouble = trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes(), address_space=64 << 20)
+    size = CNN.stat().st_size
+    assert trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes, size) is None
+    trouble = trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes, size, address_space=64 << 20)
     assert trouble is not None and trouble.startswith(("ran out of memory", "failed", "crashed"))
 
 
@@ -426,7 +427,9 @@ def test_a_converter_that_crashes_leaves_the_gradient_free_attacks_running(
     from robaudit.config import AuditConfig
     from robaudit.models import onnx_model
 
-    monkeypatch.setattr(onnx_model, "trial_conversion", lambda work, data: "crashed (signal SIGSEGV)")
+    monkeypatch.setattr(
+        onnx_model, "trial_conversion", lambda work, serialise, size: "crashed (signal SIGSEGV)"
+    )
     config = AuditConfig(
         model=CNN, data=str(HOLDOUT), limit=20, attacks=("fgsm", "onepixel"), population=20, generations=2
     )

@@ -142,7 +142,8 @@ class PGD:
                     observer(
                         restart, step, active, self.losses(logits, ya, ta) if loss is None else loss, hit
                     )
-                first = hit & ~fooled[active]
+                # With early stopping every sample in the batch is unbroken, so every hit is its first.
+                first = hit if self.early_stop else hit & ~fooled[active]
                 if bool(first.any()):
                     # Keep the first fooling iterate (the best, not the last).
                     best[active[first]] = x_adv[first]

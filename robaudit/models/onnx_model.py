@@ -274,8 +274,9 @@ class OnnxModelHandle:
             )
 
         # A trial conversion in a child first: a crash or hang in the converters stays there.
-        data = self.model.SerializeToString()
-        trouble = trial_conversion(lambda: trial_convert(self.model), data)
+        trouble = trial_conversion(
+            lambda: trial_convert(self.model), self.model.SerializeToString, self.model.ByteSize()
+        )
         if trouble is None:
             module, converter, failures = _convert(self.model)
         else:
