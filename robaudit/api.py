@@ -37,6 +37,7 @@ from robaudit.models import ModelAdapter, load_model, resolve_device
 from robaudit.models.loading import ModelHandle
 from robaudit.models.torch_model import module_handle, weights_sha256
 from robaudit.plan import Stage, plan_cascade
+from robaudit.precision import float32_math
 from robaudit.probes import probe_flags, probe_samples
 from robaudit.radius import bisect_radius
 from robaudit.results import (
@@ -458,11 +459,12 @@ def run_audit(
     ``module``: audit an in-memory PyTorch model (see ``prepare``); it is left as it was found.
     """
     total_start = time.perf_counter()
-    prepared = prepare(config, module)
-    try:
-        return _audit(config, prepared, progress, module, total_start)
-    finally:
-        prepared.restore()  # only after bisection and probes, which query the model too
+    with float32_math(config.tf32):
+        prepared = prepare(config, module)
+        try:
+            return _audit(config, prepared, progress, module, total_start)
+        finally:
+            prepared.restore()  # only after bisection and probes, which query the model too
 
 
 def _audit(
@@ -590,6 +592,7 @@ def _audit(
             "batch_size": prepared.batch_size,
             "batch_size_auto": config.batch_size == "auto",
             "channels_last": config.channels_last,
+            "tf32": config.tf32,
             "batch_size_used": records.batch_size_used,
             "device": str(adapter.device),
         },

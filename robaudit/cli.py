@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 from rich.console import Console
@@ -98,7 +98,7 @@ _CONFIG_KEYS = {
     "generations": "generations", "target": "target", "attack_kwargs": "attack_kwargs", "eps": "eps",
     "input_range": "input_range", "mean": "mean", "std": "std", "layout": "layout", "output": "output",
     "arch": "arch", "arch_kwargs": "arch_kwargs", "trust_model": "trust_model", "device": "device",
-    "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "channels_last": "channels_last", "json_path": "json_path",
+    "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "channels_last": "channels_last", "tf32": "tf32", "json_path": "json_path",
     "html": "html_path", "markdown": "markdown_path", "per_sample": "per_sample_path",
     "radius_bisect": "radius_bisect", "save_adversarial": "adversarial_path", "baseline": "baseline",
     "max_drop": "max_drop", "allow_mismatch": "allow_mismatch", "junit": "junit_path", "strict": "strict", "checks": "checks", "run_dir": "run_dir",
@@ -162,6 +162,24 @@ def _root(
     ] = False,
 ) -> None:
     """Audit how easily an image classifier is fooled by adversarial examples."""
+
+
+class _StderrAtEmit(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not when the handler was made, so a
+    second in-process run (a test runner, a notebook) never writes to the first run's closed stream."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+def log_to_stderr() -> None:
+    """Warnings from robaudit's modules (an ONNX Runtime install problem, say) as plain lines on stderr."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[_StderrAtEmit()])
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -270,6 +288,14 @@ def scan(
             help="Lay convolution weights out channels-last: faster for some models on a CPU.",
         ),
     ] = False,
+    tf32: Annotated[
+        bool,
+        typer.Option(
+            "--tf32",
+            help="Let NVIDIA GPUs run float32 convolutions and matrix products in TF32: faster, but the "
+            "model's outputs change slightly. Default: full FP32.",
+        ),
+    ] = False,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
     html: Annotated[
         Path | None, typer.Option(help="Write a self-contained HTML report (no network needed to view it).")
@@ -345,7 +371,7 @@ def scan(
     debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
 ) -> None:
     """Attack MODEL on a dataset and report clean and robust accuracy."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log_to_stderr()
     try:
         from pydantic import ValidationError
 
@@ -403,6 +429,7 @@ def scan(
             seed=seed,
             parity_atol=parity_atol,
             channels_last=channels_last,
+            tf32=tf32,
             json_path=json_path,
             html_path=html,
             markdown_path=markdown,

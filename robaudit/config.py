@@ -107,6 +107,8 @@ class AuditConfig(BaseModel):
     batch_size: int | Literal["auto"] = DEFAULT_BATCH_SIZE
     # Convolution weights laid out channels-last (faster for some models on the CPU, slower for others).
     channels_last: bool = False
+    # TF32 math on NVIDIA GPUs (see precision.py); off: full FP32, the same decisions on every machine.
+    tf32: bool = False
     seed: int = 0
 
     # ONNX Runtime vs converted PyTorch graph: max |diff| allowed is atol + rtol * max |reference|.

@@ -163,6 +163,7 @@ class Profile(_Section):
     device: str = "auto"
     batch_size: int | Literal["auto"] = DEFAULT_BATCH_SIZE
     channels_last: bool = False
+    tf32: bool = False
     seed: int = 0
     gate: GateSection = Field(default_factory=GateSection)
     reports: ReportsSection = Field(default_factory=ReportsSection)
@@ -291,6 +292,7 @@ def config_values(profile: Profile) -> dict[str, Any]:
         "output": p.model.output,
         "parity_atol": p.model.parity_atol,
         "channels_last": p.channels_last,
+        "tf32": p.tf32,
         "input_range": p.preprocessing.input_range,
         "mean": tuple(p.preprocessing.mean) if p.preprocessing.mean else None,
         "std": tuple(p.preprocessing.std) if p.preprocessing.std else None,

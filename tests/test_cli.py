@@ -622,14 +622,16 @@ def assert_one_error_line_anywhere(result: Any, code: int) -> str:
 def _misbehaving_model(tmp_path: Path, kind: str) -> Path:
     """TorchScript models that classify like a linear layer and misbehave in one chosen way."""
 
-    class Allocates(torch.nn.Module):  # asks for 16 TiB whenever it is attacked
+    # 256 TiB: more than a 48-bit address space holds, so the allocation fails even where the kernel
+    # over-commits memory (16 TiB was granted on such a machine, which then killed the process).
+    class Allocates(torch.nn.Module):  # asks for 256 TiB whenever it is attacked
         def __init__(self) -> None:
             super().__init__()
             self.fc = torch.nn.Linear(784, 10)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if x.requires_grad:
-                x = x + torch.zeros(1 << 42, dtype=torch.float32).sum()
+                x = x + torch.zeros(1 << 46, dtype=torch.float32).sum()
             return self.fc(x.flatten(1))
 
     class AllocatesAbove16(torch.nn.Module):  # runs out of memory only on batches above 16 samples
@@ -639,7 +641,7 @@ def _misbehaving_model(tmp_path: Path, kind: str) -> Path:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             if x.requires_grad and x.shape[0] > 16:
-                x = x + torch.zeros(1 << 42, dtype=torch.float32).sum()
+                x = x + torch.zeros(1 << 46, dtype=torch.float32).sum()
             return self.fc(x.flatten(1))
 
     class RaisesWhenAttacked(torch.nn.Module):
@@ -759,3 +761,22 @@ def test_help_and_profile_validate_import_no_heavy_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_warnings_go_to_the_stderr_of_the_current_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import logging
+
+    from robaudit.cli import log_to_stderr
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a fresh process, and restored afterwards
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    log_to_stderr()
+    logging.getLogger("robaudit.test").warning("first run")
+    first.close()  # the first run is over (a test runner closes its captured stream)
+    monkeypatch.setattr(sys, "stderr", second)
+    log_to_stderr()
+    logging.getLogger("robaudit.test").warning("second run")
+    assert second.getvalue() == "second run\n"

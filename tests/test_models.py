@@ -14,7 +14,7 @@ from robaudit.config import AuditConfig
 from robaudit.errors import InputError, UsageError
 from robaudit.models import load_model
 from robaudit.models.onnx_model import strip_final_softmax, topological_sort
-from robaudit.models.ort_install import mixed_install_message, repair_command
+from robaudit.models.ort_install import installed_ort_distributions, mixed_install_message, repair_command
 from tests.conftest import REPO, SAMPLES, same_upper_model, small_cnn, unconvertible_model
 
 CPU = torch.device("cpu")
@@ -240,6 +240,23 @@ def test_mixed_onnxruntime_install_is_detected() -> None:
     assert message is not None and "pip uninstall -y onnxruntime onnxruntime-gpu" in message
     assert mixed_install_message(["onnxruntime-gpu==1.20.0"]) is None
     assert repair_command(["onnxruntime==1.2"]).endswith("pip install onnxruntime")
+
+
+def test_onnxruntime_builds_clash_only_within_one_folder(tmp_path: Path) -> None:
+    def install(folder: Path, name: str, version: str) -> str:
+        info = folder / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        return str(folder)
+
+    site = install(tmp_path / "site", "onnxruntime", "1.30.0")
+    install(tmp_path / "site", "onnxruntime-gpu", "1.31.1")
+    assert sorted(installed_ort_distributions([site])) == ["onnxruntime-gpu==1.31.1", "onnxruntime==1.30.0"]
+    # A build on an earlier path entry shadows the other one cleanly: nothing to warn about.
+    first = install(tmp_path / "first", "onnxruntime-gpu", "1.31.1")
+    second = install(tmp_path / "second", "onnxruntime", "1.30.0")
+    found = installed_ort_distributions([first, second])
+    assert len(found) == 1 and mixed_install_message(found) is None
 
 
 def test_torch_model_mode_and_weights_are_frozen(exports: dict[str, Path]) -> None:

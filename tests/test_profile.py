@@ -274,3 +274,8 @@ def test_the_readme_profile_example_is_valid() -> None:
 def test_batch_size_auto_in_a_profile_reaches_the_config() -> None:
     values = config_values(parse_profile("version: 1\nbatch_size: auto\n", "audit.yaml"))
     assert values["batch_size"] == "auto"
+
+
+def test_tf32_in_a_profile_reaches_the_config_and_defaults_to_full_fp32() -> None:
+    assert config_values(parse_profile("version: 1\ntf32: true\n", "audit.yaml"))["tf32"] is True
+    assert config_values(parse_profile("version: 1\n", "audit.yaml"))["tf32"] is False

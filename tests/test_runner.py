@@ -400,3 +400,36 @@ def test_channels_last_is_recorded_and_changes_no_outcome(fragile: nn.Module, ow
     assert [(r.attack, r.eps, r.n_robust) for r in relaid.rows] == [
         (r.attack, r.eps, r.n_robust) for r in plain.rows
     ]  # type: ignore[attr-defined]
+
+
+class _RecordsTf32(nn.Module):
+    """Wraps a model and records the TF32 switches PyTorch holds whenever it runs."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.seen: set[tuple[bool, bool]] = set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.add((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_tf32_switches_hold_for_the_audit_and_are_given_back(
+    tf32: bool, fragile: nn.Module, own_label_npz: Path
+) -> None:
+    model = _RecordsTf32(fragile)
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    # The caller's own choice is the opposite of the audit's, so a leak in either direction shows.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not tf32
+    try:
+        result = audit(model, own_label_npz, attacks=("fgsm",), eps=(0.1,), checks=False, tf32=tf32)
+        assert model.seen == {(tf32, tf32)}
+        assert result.settings["tf32"] is tf32  # type: ignore[attr-defined]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (
+            not tf32,
+            not tf32,
+        )
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before

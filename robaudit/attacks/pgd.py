@@ -144,11 +144,12 @@ class PGD:
                     )
                 # With early stopping every sample in the batch is unbroken, so every hit is its first.
                 first = hit if self.early_stop else hit & ~fooled[active]
-                if bool(first.any()):
+                any_first = bool(first.any())  # one host sync per step: a GPU idles while we wait
+                if any_first:
                     # Keep the first fooling iterate (the best, not the last).
                     best[active[first]] = x_adv[first]
                     fooled[active[first]] = True
-                if self.early_stop and bool(hit.any()):
+                if self.early_stop and any_first:  # first is hit here
                     keep = ~hit  # fooled samples leave the working batch
                     active, xa, ya, x_adv, grad = active[keep], xa[keep], ya[keep], x_adv[keep], grad[keep]
                     ta = ta[keep] if ta is not None else None

@@ -33,6 +33,7 @@ from robaudit.models.layout import use_channels_last
 from robaudit.models.onnx_safety import check_initializer_sizes, load_external_data_safely
 from robaudit.models.ort_install import import_onnxruntime
 from robaudit.models.torch_model import _one_line
+from robaudit.precision import ort_cuda_options
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +216,9 @@ class OnnxModelHandle:
         )
 
         self.model = model
-        providers = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
+            providers.insert(0, ("CUDAExecutionProvider", ort_cuda_options(config.tf32)))
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:

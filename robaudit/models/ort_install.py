@@ -17,14 +17,18 @@ log = logging.getLogger(__name__)
 ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino")
 
 
-def installed_ort_distributions() -> list[str]:
-    found = []
-    for name in ORT_DISTRIBUTIONS:
-        try:
-            found.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+def installed_ort_distributions(path: list[str] | None = None) -> list[str]:
+    """The ONNX Runtime builds of the most crowded install folder on ``path`` (default: sys.path).
+
+    Only builds in one folder clash: a build in another folder of the path (a PYTHONPATH entry, say)
+    shadows the rest cleanly, since Python imports the first ``onnxruntime`` it finds.
+    """
+    by_folder: dict[str, list[str]] = {}
+    for dist in metadata.distributions(path=path) if path is not None else metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name in ORT_DISTRIBUTIONS:
+            by_folder.setdefault(str(dist.locate_file("")), []).append(f"{name}=={dist.version}")
+    return max(by_folder.values(), key=len, default=[])
 
 
 def repair_command(found: list[str]) -> str:
