@@ -55,3 +55,15 @@ def test_the_resnet18_timing_model_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     (cell,) = json.loads(out.read_text())["cells"]
     assert cell["error"] is None and cell["n"] == 4 and not any(cell["violations"].values())
+
+
+def test_the_gpu_measurements_refuse_an_unknown_section_in_one_line() -> None:
+    # The measurements themselves need a CUDA GPU (their numbers are in benchmarks/RESULTS.md).
+    done = subprocess.run(
+        [sys.executable, "benchmarks/gpu_candidates.py", "--out", "unused", "tf32", "warp-speed"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert (
+        "unknown sections ['warp-speed']; choose from env, ort, tf32, onepixel, pgd, compile" in done.stderr
+    )
