@@ -116,6 +116,30 @@ def test_pgd_returns_the_same_points_with_or_without_early_stopping(norm: str) -
     assert torch.equal(stopped, watched)
 
 
+@pytest.mark.parametrize("restarts", [1, 2])
+def test_the_last_iterate_of_the_last_restart_is_returned_without_a_check(restarts: int) -> None:
+    """The final check pass only tells the next restart which samples are left; the points are the same."""
+    model = small_cnn(3).eval()
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 28, 28)
+    y = model(x).argmax(1)
+    calls: list[tuple[int, bool]] = []
+
+    def counted(xb: torch.Tensor) -> torch.Tensor:
+        calls.append((len(xb), xb.requires_grad))
+        return model(xb)
+
+    attack = PGD(steps=6, restarts=restarts, early_stop=False)
+    plain = attack(counted, x, y, eps=0.005, norm="linf", seeds=seeds_for(16))
+    checks = [c for c in calls if not c[1]]
+    calls.clear()
+    watched = attack(counted, x, y, eps=0.005, norm="linf", seeds=seeds_for(16), observer=lambda *_: None)
+    assert torch.equal(plain, watched)
+    assert 0 < int((model(plain).argmax(1) != y).sum()) < 16  # fooled and unbroken samples both covered
+    assert len(checks) == restarts - 1  # a check pass for every restart but the last
+    assert len([c for c in calls if not c[1]]) == restarts  # watched: every restart's last iterate
+
+
 def test_the_step_observer_sees_a_success_that_the_last_iterate_loses() -> None:
     """On the window model the trajectory passes through the fooling window and out again."""
     seen: list[tuple[int, bool]] = []
