@@ -84,6 +84,14 @@ def lenet_data(n: int):
     return model, torch.from_numpy(x).to(DEV), torch.from_numpy(y).to(DEV)
 
 
+def model_and_data(name: str, n: int):
+    """The sample LeNet with n holdout images it classifies correctly, or the timing-only ResNet-18."""
+    if name == "lenet":
+        return lenet_data(n)
+    xs, ys = ca.load_holdout(list(range(n)), name)
+    return ca.load_model(DEV, name), torch.from_numpy(xs).to(DEV), torch.from_numpy(ys).to(DEV)
+
+
 @section("env")
 def env():
     return {
@@ -174,12 +182,7 @@ def ort_check():
 def tf32():
     res: dict[str, object] = {}
     for name, n, bs in (("lenet", 1900, 1000), ("resnet18", 1000, 250)):
-        if name == "lenet":
-            model, x, y = lenet_data(n)
-        else:
-            model = ca.load_model(DEV, name)
-            xs, ys = ca.load_holdout(list(range(n)), name)
-            x, y = torch.from_numpy(xs).to(DEV), torch.from_numpy(ys).to(DEV)
+        model, x, y = model_and_data(name, n)
         cpu_model = ca.load_model("cpu", name).double()
         with torch.no_grad():
             ref = torch.cat([cpu_model(x[i : i + bs].cpu().double()) for i in range(0, n, bs)])
@@ -246,9 +249,7 @@ def onepixel():
     res["fwd_per_image_us_16384"] = per * 1e6
     res["floor_500_s"] = per * 500 * 400 * 100
     # resnet18 timing (10 generations, 20 samples)
-    rmodel = ca.load_model(DEV, "resnet18")
-    xs, ys = ca.load_holdout(list(range(20)), "resnet18")
-    rx, ry = torch.from_numpy(xs).to(DEV), torch.from_numpy(ys).to(DEV)
+    rmodel, rx, ry = model_and_data("resnet18", 20)
     for label, fn in (("fp32", rmodel), ("bf16", None)):
         if fn is None:
 
@@ -270,12 +271,7 @@ def pgd():
 
     res: dict[str, object] = {}
     for name, n, bs in (("lenet", 1000, 250), ("lenet", 1000, 1000), ("resnet18", 1000, 250)):
-        if name == "lenet":
-            model, x, y = lenet_data(n)
-        else:
-            model = ca.load_model(DEV, name)
-            xs, ys = ca.load_holdout(list(range(n)), name)
-            x, y = torch.from_numpy(xs).to(DEV), torch.from_numpy(ys).to(DEV)
+        model, x, y = model_and_data(name, n)
         seeds = torch.arange(n, device=DEV)
         sweep = timed(lambda: ca.forward_backward_sweep(model, x, y, bs))
         r: dict[str, object] = {"sweep_s": sweep, "floor40_s": 40 * sweep}
@@ -303,12 +299,7 @@ def compile_check():
         ("lenet", 1000, 250, ("reduce-overhead",)),
         ("resnet18", 1000, 250, ("default",)),
     ):
-        if name == "lenet":
-            model, x, y = lenet_data(n)
-        else:
-            model = ca.load_model(DEV, name)
-            xs, ys = ca.load_holdout(list(range(n)), name)
-            x, y = torch.from_numpy(xs).to(DEV), torch.from_numpy(ys).to(DEV)
+        model, x, y = model_and_data(name, n)
         eager = timed(lambda: ca.forward_backward_sweep(model, x, y, bs))
         r: dict[str, object] = {"eager_sweep_s": eager}
         if name == "resnet18":
