@@ -279,15 +279,20 @@ def pgd():
             ("linf", 0.1 if name == "lenet" else 8 / 255),
             ("l2", 1.5 if name == "lenet" else 0.5),
         ):
-            for es in (True, False):
-                att = PGD(steps=40, early_stop=es)
+            # lagged=False: the fooled flags read at once, a wait for the GPU at every step (the
+            # behaviour before the lagged read).
+            for es, lagged in ((True, None), (False, None), (True, False), (False, False)):
+                att = PGD(steps=40, early_stop=es, lagged=lagged)
 
                 def go(att=att, norm=norm, eps=eps):
                     for i in range(0, n, bs):
                         att(model, x[i : i + bs], y[i : i + bs], eps=eps, norm=norm, seeds=seeds[i : i + bs])
 
                 t = timed(go, repeats=3, warm=1)
-                r[f"{norm}_early={es}"] = {"s": t, "ratio": t / (40 * sweep)}
+                r[f"{norm}_early={es}" + ("_unlagged" if lagged is False else "")] = {
+                    "s": t,
+                    "ratio": t / (40 * sweep),
+                }
         res[f"{name}_bs{bs}"] = r
     return res
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,69 @@ def test_the_last_iterate_of_the_last_restart_is_returned_without_a_check(restar
     assert 0 < int((model(plain).argmax(1) != y).sum()) < 16  # fooled and unbroken samples both covered
     assert len(checks) == restarts - 1  # a check pass for every restart but the last
     assert len([c for c in calls if not c[1]]) == restarts  # watched: every restart's last iterate
+
+
+@pytest.mark.parametrize(
+    ("norm", "targeted", "restarts"), [("linf", False, 2), ("l2", True, 1), ("l1", False, 1)]
+)
+def test_reading_the_fooled_flags_a_step_late_returns_the_same_points(
+    norm: str, targeted: bool, restarts: int
+) -> None:
+    """On a GPU, PGD reads which samples are fooled one step late so that it never waits for the GPU;
+    the run on the CPU here takes that path by hand. Same points, and every sample leaves the working
+    batch exactly one step later than it does when the flags are read at once."""
+    model = small_cnn(3).eval()
+    torch.manual_seed(1)
+    x = torch.rand(24, 1, 28, 28)
+    y = model(x).argmax(1)
+    targets = (y + 1) % 3 if targeted else None
+    eps = {"linf": 0.005, "l2": 0.1, "l1": 1.0}[norm]
+    sizes: dict[bool, list[int]] = {}
+    points: dict[bool, torch.Tensor] = {}
+    for lagged in (False, True):
+        seen: list[int] = []
+
+        def counted(xb: torch.Tensor, seen: list[int] = seen) -> torch.Tensor:
+            if xb.requires_grad:  # the gradient passes, one per step
+                seen.append(len(xb))
+            return model(xb)
+
+        attack = PGD(steps=10, restarts=restarts, lagged=lagged)
+        points[lagged] = attack(counted, x, y, eps=eps, norm=norm, seeds=seeds_for(24), targets=targets)
+        sizes[lagged] = seen
+    assert torch.equal(points[False], points[True])
+    fooled = (
+        (model(points[False]).argmax(1) == targets) if targeted else (model(points[False]).argmax(1) != y)
+    )
+    assert 0 < int(fooled.sum()) < 24  # fooled and unbroken samples both covered
+    first_restart = sizes[False][:10]
+    assert first_restart[-1] < first_restart[0]  # samples did leave the working batch
+    assert sizes[True][:10] == first_restart[:1] + first_restart[:9]  # each one a step later
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_pgd_on_a_gpu_does_not_wait_for_the_gpu_at_each_step(norm: str) -> None:
+    """The number of host-device synchronisations must not grow with the number of steps."""
+    model = small_cnn(3).eval().cuda()
+    torch.manual_seed(0)
+    x = torch.rand(64, 1, 28, 28, device="cuda")
+    y = model(x).argmax(1)
+    eps = {"linf": 0.005, "l2": 0.1, "l1": 1.0}[norm]
+    counts = []
+    for steps in (5, 25):
+        attack = PGD(steps=steps)
+        attack(model, x, y, eps=eps, norm=norm, seeds=seeds_for(64))  # warm-up
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                attack(model, x, y, eps=eps, norm=norm, seeds=seeds_for(64))
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    assert counts[0] == counts[1]
 
 
 def test_the_step_observer_sees_a_success_that_the_last_iterate_loses() -> None:

@@ -62,6 +62,8 @@ class PGD:
     # Drop fooled samples from the working batch. The returned points are the same either way (each
     # sample keeps its first fooling iterate); the probes turn it off to watch whole trajectories.
     early_stop: bool = True
+    # Read the fooled flags one step late (see HostFlags); None: on a GPU only. Tests set it on the CPU.
+    lagged: bool | None = None
 
     @property
     def name(self) -> str:
@@ -108,6 +110,8 @@ class PGD:
         best = x.clone()
         fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         seed_list = [int(s) for s in seeds.cpu()]
+        # On a GPU the loop never waits for the step it has just queued (see HostFlags).
+        lagged = self.lagged if self.lagged is not None else x.device.type == "cuda"
         loss: torch.Tensor | None
         for restart in range(self.restarts):
             active = torch.nonzero(~fooled).flatten()
@@ -129,6 +133,7 @@ class PGD:
                 x_adv = clip_to_bounds(xa + start)
             else:
                 x_adv = xa.clone()
+            flags = HostFlags(lagged)
             # The last restart returns its final iterate whether or not it fools the model (the runner
             # checks it on the reference model), so that iterate needs a check only when someone watches
             # the steps, or when a further restart must know which samples are left: one forward pass
@@ -149,25 +154,88 @@ class PGD:
                     observer(
                         restart, step, active, self.losses(logits, ya, ta) if loss is None else loss, hit
                     )
-                # With early stopping every sample in the batch is unbroken, so every hit is its first.
-                first = hit if self.early_stop else hit & ~fooled[active]
-                any_first = bool(first.any())  # one host sync per step: a GPU idles while we wait
-                if any_first:
-                    # Keep the first fooling iterate (the best, not the last).
+                # Keep each sample's first fooling iterate (the best, not the last). Lagged, a fooled
+                # sample stays in the working batch one step longer, so a hit may not be its first.
+                first = hit & ~fooled[active]
+                if lagged:  # record on the device, without asking whether anything was hit (that waits)
+                    best[active] = torch.where(_per_sample(first, x_adv), x_adv, best[active])
+                    fooled[active] = fooled[active] | first
+                elif bool(first.any()):  # touch only the rows hit (the CPU: asking costs nothing)
                     best[active[first]] = x_adv[first]
                     fooled[active[first]] = True
-                if self.early_stop and any_first:  # first is hit here
-                    keep = ~hit  # fooled samples leave the working batch
-                    active, xa, ya, x_adv, grad = active[keep], xa[keep], ya[keep], x_adv[keep], grad[keep]
-                    ta = ta[keep] if ta is not None else None
-                if active.numel() == 0 or step == self.steps:
+                if step == self.steps:
                     break
+                if self.early_stop:  # fooled samples leave the working batch
+                    done = flags.read(fooled[active])
+                    if done is not None and bool(done.any()):  # a host tensor: no wait
+                        keep = _on_device(torch.nonzero(~done).flatten(), x.device)
+                        active, xa, ya, x_adv, grad = (
+                            active[keep],
+                            xa[keep],
+                            ya[keep],
+                            x_adv[keep],
+                            grad[keep],
+                        )
+                        ta = ta[keep] if ta is not None else None
+                    if active.numel() == 0:
+                        break
+                    flags.send(fooled[active])
                 if norm == "l1":
                     direction = sparse_l1_direction(grad, x_adv, self.l1_sparsity)
                 else:
                     direction = ascent_direction(grad, norm)
                 x_adv = clip_to_bounds(xa + project(x_adv + alpha * direction - xa, radius, norm)).detach()
-            unbroken = ~fooled[active]
-            if restart == self.restarts - 1 and bool(unbroken.any()):
-                best[active[unbroken]] = x_adv[unbroken]  # return the last iterate of the last restart
+            if restart == self.restarts - 1:  # return the last iterate of the last restart
+                unbroken = ~fooled[active]
+                best[active] = torch.where(_per_sample(unbroken, x_adv), x_adv, best[active])
         return best.detach()
+
+
+def _per_sample(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.ndim - 1)))
+
+
+def _on_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host index tensor on the device, without waiting for the device's queued work."""
+    if device.type != "cuda":
+        return index.to(device)
+    return index.pin_memory().to(device, non_blocking=True)
+
+
+class HostFlags:
+    """Per-sample "fooled" flags of PGD's working batch, as the host may read them.
+
+    Dropping fooled samples from the working batch needs their flags on the host. Read at once, they
+    make a GPU run wait for the step just queued: the GPU then idles while the host queues the next
+    step's kernels, which on small and mid-sized models costs a large part of each step. Lagged, the
+    flags are copied to pinned host memory without waiting and read one step later, when the GPU has
+    long finished that copy: a fooled sample takes one more step before it leaves, and nothing waits.
+    The points returned are the same either way (each sample's trajectory does not depend on its batch).
+    """
+
+    def __init__(self, lagged: bool) -> None:
+        self.lagged = lagged
+        self._sent: torch.Tensor | None = None
+        self._copied: torch.cuda.Event | None = None
+
+    def read(self, fooled: torch.Tensor) -> torch.Tensor | None:
+        """Flags to drop rows by, on the host: this step's unlagged, else those sent a step ago (if any)."""
+        if not self.lagged:
+            return fooled.cpu()
+        if self._copied is not None:
+            self._copied.synchronize()  # the copy was queued a whole step ago: done, or nearly
+        sent, self._sent, self._copied = self._sent, None, None
+        return sent
+
+    def send(self, fooled: torch.Tensor) -> None:
+        """This step's flags for the rows that stayed, to be read next step (lagged only)."""
+        if not self.lagged:
+            return
+        if fooled.device.type != "cuda":
+            self._sent = fooled.cpu()
+            return
+        host = torch.empty(fooled.shape, dtype=fooled.dtype, pin_memory=True)
+        host.copy_(fooled, non_blocking=True)
+        self._copied = torch.cuda.Event()
+        self._copied.record()
+        self._sent = host
