@@ -23,6 +23,11 @@ and the attack alike:
 * Gradient attacks (FGSM, PGD): ``steps x T_fb`` where ``T_fb`` is the time of one forward + backward
   pass with respect to the input over the same samples at the same batch size (median of a few
   repeats). FGSM has one step, PGD ``--pgd-steps`` (40). PGD's final check forward is not counted.
+* PGD also gets a second floor, ``steps x T_fb`` over PGD's own inputs: a plain reference PGD run
+  (random start, the same ε and step size, no early stopping) is computed untimed, and the time of one
+  forward+backward sweep over each of its iterates is measured. On a CPU a pass over such inputs costs
+  more than over the clean images (``benchmarks/floor_input.py``), so this floor isolates what the
+  attack itself adds; the table shows the time over both floors.
 * One-pixel: ``generations x population x t_img x n`` where ``t_img`` is the per-image time of a
   no-grad forward pass. It is measured twice, on a batch of ``population`` images and on a batch of
   16 x ``population`` images, and the faster per-image time is used: batching several samples'
@@ -59,6 +64,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from robaudit.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_STATE = REPO_ROOT / "sample_models" / "mnist_cnn_state.pt"
 HOLDOUT = REPO_ROOT / "sample_models" / "mnist_holdout.npz"
@@ -79,6 +86,7 @@ TOLERANCE = 1e-6  # float32 rounding in x + delta
 PGD_REL_STEP = 2.5  # step size = 2.5 * eps / steps (Madry et al.)
 WARMUP_SAMPLES = {"fgsm": 8, "pgd": 8, "pgd-l2": 8, "onepixel": 2}
 FLOOR_REPEATS = 5
+PGD_INPUTS_REPEATS = 3  # each repeat sweeps every iterate of a reference PGD run: steps sweeps
 BIG_BATCH_FACTOR = 16  # the large one-pixel floor batch is 16 x population images
 NUM_CLASSES = 10
 # lenet: the sample LeNet on MNIST holdout images. resnet18: torchvision's ResNet-18 (11M parameters)
@@ -115,6 +123,7 @@ class CellResult:
     seconds: float | None = None
     floor_s: float | None = None  # measured in the cell's own process, right before the warm-up
     floor_passes: dict[str, float] = field(default_factory=dict)
+    floor_pgd_inputs_s: float | None = None  # PGD only: steps x one sweep over a reference PGD's iterates
     fooled: int | None = None
     model_images: int | None = None  # images sent through the model's forward during the timed call
     baseline_rss_mib: float | None = None  # RSS before the warm-up (imports, model, data, attack object)
@@ -137,6 +146,14 @@ class CellResult:
     @property
     def time_over_floor(self) -> float | None:
         return None if self.seconds is None or not self.floor_s else self.seconds / self.floor_s
+
+    @property
+    def time_over_pgd_inputs_floor(self) -> float | None:
+        return (
+            None
+            if self.seconds is None or not self.floor_pgd_inputs_s
+            else self.seconds / self.floor_pgd_inputs_s
+        )
 
 
 # ----------------------------------------------------------------------------- model, data, helpers
@@ -450,6 +467,10 @@ def run_cell(tool: str, attack: str, indices: list[int], s: Settings) -> CellRes
         x, y = torch.from_numpy(x_np).to(s.device), torch.from_numpy(y_np).to(s.device)
         seeds = torch.tensor(indices, dtype=torch.int64, device=s.device)  # one seed per holdout image
         result.floor_s, result.floor_passes = measure_floor(attack, model, x, y, s)
+        if attack in ("pgd", "pgd-l2"):
+            sweep = pgd_inputs_sweep(attack, model, x, y, s)
+            result.floor_passes["fwd_bwd_sweep_pgd_inputs_s"] = sweep
+            result.floor_pgd_inputs_s = s.pgd_steps * sweep
         counter = [0]
         hook = model.register_forward_pre_hook(
             lambda _m, inputs: counter.__setitem__(0, counter[0] + len(inputs[0]))
@@ -549,6 +570,57 @@ def measure_floor(
     }
 
 
+def reference_pgd_iterates(
+    attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings
+) -> list[torch.Tensor]:
+    """The inputs a plain PGD run (Madry et al.: random start, step 2.5 eps / steps, no early stop) feeds
+    the model at each of its steps: x_0 (the random start) to x_{steps-1}."""
+    norm, eps = ("linf", s.eps) if attack == "pgd" else ("l2", s.eps_l2)
+    alpha = PGD_REL_STEP * eps / s.pgd_steps
+    g = torch.Generator(device=x.device).manual_seed(SEED)
+    if norm == "linf":
+        start = (torch.rand(x.shape, generator=g, device=x.device) * 2 - 1) * eps
+    else:
+        d = torch.randn(x.shape, generator=g, device=x.device).flatten(1)
+        start = (
+            d / d.norm(dim=1, keepdim=True) * eps * torch.rand(len(x), 1, generator=g, device=x.device)
+        ).view_as(x)
+    x_adv = (x + start).clamp(0, 1)
+    iterates = []
+    for _ in range(s.pgd_steps):
+        iterates.append(x_adv)
+        grads = []
+        for i in range(0, len(x), s.batch_size):
+            xb = x_adv[i : i + s.batch_size].detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = nn.functional.cross_entropy(model(xb), y[i : i + s.batch_size], reduction="sum")
+                grads.append(torch.autograd.grad(loss, xb)[0])
+        grad = torch.cat(grads)
+        if norm == "linf":
+            delta = (x_adv + alpha * grad.sign() - x).clamp(-eps, eps)
+        else:
+            flat = grad.flatten(1)
+            step = (flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)).view_as(x)
+            delta = (x_adv + alpha * step - x).flatten(1)
+            delta = (delta * (eps / delta.norm(dim=1, keepdim=True).clamp_min(eps))).view_as(x)
+        x_adv = (x + delta).clamp(0, 1).detach()
+    return iterates
+
+
+def pgd_inputs_sweep(attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings) -> float:
+    """One forward+backward sweep's time over PGD's own inputs: the time of a sweep over every iterate of
+    a reference PGD run (median of a few repeats), divided by the number of iterates."""
+    iterates = reference_pgd_iterates(attack, model, x, y, s)
+
+    def sweeps() -> None:
+        for x_it in iterates:
+            forward_backward_sweep(model, x_it, y, s.batch_size)
+
+    seconds = median_time(sweeps, s.device, repeats=PGD_INPUTS_REPEATS) / len(iterates)
+    iterates.clear()  # freed before the attack's peak memory is measured
+    return seconds
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -598,6 +670,7 @@ def environment(device: str) -> dict[str, Any]:
         "cpu_logical_cores": cpu["logical_cores"],
         "torch_threads": torch.get_num_threads(),
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "malloc": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
         "device": device,
         "device_name": torch.cuda.get_device_name(0) if device == "cuda" else cpu["model"],
     }
@@ -626,7 +699,7 @@ def valid_cell(r: CellResult) -> str:
 def table_row(r: CellResult, s: Settings, cuda: bool) -> list[str]:
     label = attack_label(r.attack, s)
     if r.error is not None:
-        cells = [label, r.tool, str(r.n), f"error: {r.error}"] + ["-"] * (7 + cuda)
+        cells = [label, r.tool, str(r.n), f"error: {r.error}"] + ["-"] * (8 + cuda)
         return cells
     assert r.seconds is not None and r.success_rate is not None and r.peak_rss_mib is not None
     rss = f"{r.peak_rss_mib:.0f} (+{r.peak_rss_mib - (r.baseline_rss_mib or 0):.0f})"
@@ -639,6 +712,7 @@ def table_row(r: CellResult, s: Settings, cuda: bool) -> list[str]:
         f"{r.images_per_second:,.0f}" if r.images_per_second else "-",
         f"{r.floor_s:.2f}" if r.floor_s else "-",
         f"{r.time_over_floor:.2f}" if r.time_over_floor else "-",
+        f"{r.time_over_pgd_inputs_floor:.2f}" if r.time_over_pgd_inputs_floor else "-",
         f"{r.model_images:,}",
         rss,
     ]
@@ -651,6 +725,7 @@ def table_row(r: CellResult, s: Settings, cuda: bool) -> list[str]:
 def markdown_table(results: list[CellResult], s: Settings) -> str:
     cuda = s.device == "cuda"
     header = ["attack", "tool", "n", "success", "time (s)", "images/s", "floor (s)", "time / floor"]
+    header += ["time / floor on PGD's inputs"]
     header += ["images through model", "peak RSS MiB (+ over start)"]
     header += ["peak CUDA MiB"] if cuda else []
     header += ["x_adv valid"]
@@ -684,6 +759,17 @@ def notes(results: list[CellResult], s: Settings, scanned: int, n_attack: dict[s
             f"(batch {s.batch_size}, median of {FLOOR_REPEATS}): {span(sweeps, 1, 's', 3)} on {n_attack.get('pgd', n_attack.get('pgd-l2', n_attack.get('fgsm')))} "
             f"samples; FGSM 1 step, PGD {s.pgd_steps} steps."
         )
+    pgd_inputs = [
+        r.floor_passes["fwd_bwd_sweep_pgd_inputs_s"] / r.floor_passes["fwd_bwd_sweep_s"]
+        for r in results
+        if "fwd_bwd_sweep_pgd_inputs_s" in r.floor_passes
+    ]
+    if pgd_inputs:
+        out.append(
+            f"PGD's second floor = steps x one sweep over the iterates of a plain reference PGD run "
+            f"(median of {PGD_INPUTS_REPEATS}); such a sweep took {span(pgd_inputs, 1, 'x', 3)} a sweep "
+            f"over the clean images."
+        )
     onepixel = [r.floor_passes for r in results if "fwd_per_image_s_population" in r.floor_passes]
     if onepixel:
         small = [p["fwd_per_image_s_population"] for p in onepixel]
@@ -715,6 +801,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eps", type=float, default=0.1, help="L-inf radius for FGSM and PGD (default 0.1)")
     p.add_argument("--eps-l2", type=float, default=1.5, help="L2 radius for PGD-L2 (default 1.5)")
     p.add_argument("--pgd-steps", type=int, default=40)
+    p.add_argument(
+        "--malloc",
+        choices=("scan", "default"),
+        default="scan",
+        help="glibc malloc thresholds in every cell: 'scan' (default) as `robaudit scan` sets them, for "
+        "every tool alike; 'default' leaves glibc's own (timings then depend on what a process freed before)",
+    )
     p.add_argument("--population", type=int, default=400)
     p.add_argument("--generations", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=250)
@@ -762,6 +855,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     set_threads(s.threads)
     set_seeds()
+    if args.malloc == "scan":  # the spawned cells inherit the environment; glibc reads it at start-up
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = str(TRIM_THRESHOLD)
 
     model = load_model(device, s.model)
     n_attack = {a: (n_onepixel if a == "onepixel" else args.n) for a in args.attacks}
@@ -804,6 +900,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 | {
                     "success_rate": r.success_rate,
                     "time_over_floor": r.time_over_floor,
+                    "time_over_pgd_inputs_floor": r.time_over_pgd_inputs_floor,
                     "images_per_second": r.images_per_second,
                 }
                 for r in results

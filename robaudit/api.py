@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from robaudit import __version__
+from robaudit.allocator import malloc_setting
 from robaudit.attacks import Attack, build_attack
 from robaudit.batching import choose as choose_batch_size
 from robaudit.checkpoint import RunDir
@@ -76,6 +77,9 @@ def _environment(device: torch.device) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     env["device"] = str(device)
+    malloc = malloc_setting()
+    if malloc is not None:
+        env["malloc"] = malloc
     if device.type == "cuda":
         env["device_name"] = torch.cuda.get_device_name(device)
     return env

@@ -493,6 +493,9 @@ def scan(
 
 
 def _scan(config: object) -> None:
+    from robaudit.allocator import tune_malloc
+
+    tune_malloc()  # before the first tensor: this process's own allocator, never a library user's
     from robaudit.api import run_audit
     from robaudit.config import AuditConfig
     from robaudit.gate import Check, compare_baseline, evaluate_checks

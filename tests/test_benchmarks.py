@@ -35,6 +35,10 @@ def test_the_comparison_runs_and_reports_every_cell(tmp_path: Path) -> None:
         assert cell["images_per_second"] > 0 and cell["time_over_floor"] > 0
         assert 0 <= cell["fooled"] <= cell["n"]
     assert "| PGD-3 L2 | robaudit | 12 |" in table
+    for cell in (cells["robaudit", "pgd-l2"], cells["art", "pgd-l2"]):  # PGD's second floor
+        assert cell["floor_pgd_inputs_s"] > 0 and cell["time_over_pgd_inputs_floor"] > 0
+    assert cells["robaudit", "fgsm"]["floor_pgd_inputs_s"] is None
+    assert "PGD's second floor" in table
     assert report["environment"]["torch"] and report["settings"]["eps_l2"] == 1.5
 
 
