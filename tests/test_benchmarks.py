@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from robaudit.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -40,6 +42,11 @@ def test_the_comparison_runs_and_reports_every_cell(tmp_path: Path) -> None:
     assert cells["robaudit", "fgsm"]["floor_pgd_inputs_s"] is None
     assert "PGD's second floor" in table
     assert report["environment"]["torch"] and report["settings"]["eps_l2"] == 1.5
+    # every cell ran with the allocator setting of robaudit scan
+    assert report["environment"]["malloc"] == {
+        "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD),
+        "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD),
+    }
 
 
 def test_the_memory_scaling_script_runs(tmp_path: Path) -> None:
