@@ -230,6 +230,19 @@ def test_random_start_is_per_sample_and_inside_the_ball() -> None:
         assert not torch.equal(a[0], a[1])
 
 
+def test_the_l2_random_start_has_a_uniform_radius_not_a_start_on_the_sphere() -> None:
+    """Uniform in a 784-dimensional ball would put every start within 1% of the sphere, noise that
+    PGD's small L2 steps barely shed; the radius is uniform in [0, eps] instead."""
+    eps = 1.5
+    radii = (
+        lp_norm(random_start((2000, 1, 28, 28), eps, "l2", list(range(2000)), torch.device("cpu")), "l2")
+        / eps
+    )
+    assert float(radii.max()) <= 1 + 1e-6
+    assert 0.45 < float((radii < 0.5).float().mean()) < 0.55  # half the starts within half the radius
+    assert 0.47 < float(radii.mean()) < 0.53
+
+
 def test_dlr_loss_is_scale_and_shift_invariant() -> None:
     z = torch.tensor([[3.0, 1.0, -2.0, 0.5], [0.0, 2.0, 1.0, -1.0]])
     y = torch.tensor([0, 0])

@@ -114,11 +114,16 @@ def clip_to_bounds(x_adv: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> tor
 def random_start(
     shape: tuple[int, ...], eps: float, norm: str, seeds: list[int], device: torch.device
 ) -> torch.Tensor:
-    """A perturbation drawn uniformly from each sample's eps-ball, from that sample's own seed.
+    """A random starting perturbation inside each sample's eps-ball, from that sample's own seed.
 
     One generator per sample keeps the draw independent of batch size, order and device split.
-    L∞: uniform cube. L2: Gaussian direction, radius eps * U^(1/d). L1: d + 1 exponentials
-    normalised (a uniform point of the simplex) with random signs.
+    L∞: uniform in the cube. L1: uniform in the ball (d + 1 exponentials normalised, a uniform point
+    of the simplex, with random signs). L2: a uniform direction at a radius uniform in [0, eps]
+    (as torchattacks), not uniform in the ball: in high dimension that puts nearly every start on the
+    sphere, and PGD's small fixed L2 steps (2.5 eps / steps) shed so little of that noise that on the
+    sample LeNet (1000 images, eps 1.5, PGD-40) it fooled 294 to 297 images over four seeds, against
+    304 to 309 with the uniform radius (313 with no random start). In L1 the two fooled the same
+    number (218 to 223), and L1 keeps the uniform ball.
     """
     per_sample = shape[1:]
     d = 1
@@ -131,7 +136,7 @@ def random_start(
             out[i] = (torch.rand(d, generator=g) * 2 - 1) * eps
         elif norm == "l2":
             v = torch.randn(d, generator=g)
-            radius = eps * float(torch.rand(1, generator=g)) ** (1.0 / d)
+            radius = eps * float(torch.rand(1, generator=g))
             out[i] = v / v.norm().clamp_min(1e-12) * radius
         elif norm == "l1":
             e = -torch.log(torch.rand(d + 1, generator=g).clamp_min(1e-12))
