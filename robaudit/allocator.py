@@ -8,7 +8,7 @@ the mmap threshold at its maximum (32 MiB on 64-bit) and the trim threshold at 1
 memory in the process; the peak stays what the largest step needs.
 
 Measured on the 2-core VM: `robaudit scan sample_models/mnist_cnn.onnx --limit 1000 --attack fgsm
---attack pgd` took 11.4 to 12.8 s by default and 9.7 to 10.4 s with these settings (3 interleaved
+--attack pgd` took 10.3 to 11.5 s by default and 9.4 to 10.1 s with these settings (4 interleaved
 rounds each); one forward+backward sweep of the LeNet over 1000 images 0.096 to 0.25 s by default,
 depending on what the process had freed before, and 0.098 s every time with them. Setting only one of
 the two is worse than neither: glibc then stops adjusting the other (2x and 1.5x slower sweeps).
