@@ -83,6 +83,9 @@ def test_the_gpu_measurements_refuse_an_unknown_section_in_one_line() -> None:
 def test_the_floor_input_check_prints_a_ratio_for_every_way() -> None:
     table = run("benchmarks/floor_input.py", "--rounds", "1", "--steps", "2", "--batch-size", "8")
     rows = {line.split()[0]: line for line in table.splitlines() if " median " in line}
-    assert list(rows) == ["repeated", "copied", "same-values", "pgd-values"]
+    assert list(rows) == [
+        "repeated", "copied", "same-values", "pgd-values", "pgd-inputs", "reference-pgd", "robaudit-pgd",
+    ]  # fmt: skip
+    assert "paired, per round: robaudit-pgd over pgd-inputs" in table
     assert "median 1.000" in rows["repeated"]  # each way is timed against the repeated input
     assert all(float(row.split()[2]) > 0 for row in rows.values())
