@@ -47,6 +47,10 @@ print(json.dumps({"setting": setting, "mapped_growth": held.hblkhd - before.hblk
 """
 
 
+def _without_malloc_variables() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
+
 def probe(mode: str, **env: str) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
@@ -54,7 +58,7 @@ def probe(mode: str, **env: str) -> dict[str, object]:
         capture_output=True,
         text=True,
         check=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env,
+        env=_without_malloc_variables() | env,
     )
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -82,7 +86,7 @@ def test_a_scan_records_the_setting_and_a_library_call_changes_nothing(tmp_path:
         cwd=REPO,
         capture_output=True,
         text=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+        env=_without_malloc_variables(),
     )
     assert scan.returncode == 0, scan.stderr
     assert json.loads(out.read_text())["environment"]["malloc"].startswith("glibc mallopt")

@@ -14,7 +14,8 @@ def flat(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1)
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def per_sample(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample vector (N,) shaped to broadcast against a batch ``like`` (N, ...)."""
     return v.view(-1, *([1] * (like.ndim - 1)))
 
 

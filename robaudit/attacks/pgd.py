@@ -18,6 +18,7 @@ from robaudit.attacks.norms import (
     ascent_direction,
     clip_to_bounds,
     float32_safe_eps,
+    per_sample,
     project,
     random_start,
     sparse_l1_direction,
@@ -158,7 +159,7 @@ class PGD:
                 # sample stays in the working batch one step longer, so a hit may not be its first.
                 first = hit & ~fooled[active]
                 if lagged:  # record on the device, without asking whether anything was hit (that waits)
-                    best[active] = torch.where(_per_sample(first, x_adv), x_adv, best[active])
+                    best[active] = torch.where(per_sample(first, x_adv), x_adv, best[active])
                     fooled[active] = fooled[active] | first
                 elif bool(first.any()):  # touch only the rows hit (the CPU: asking costs nothing)
                     best[active[first]] = x_adv[first]
@@ -187,12 +188,8 @@ class PGD:
                 x_adv = clip_to_bounds(xa + project(x_adv + alpha * direction - xa, radius, norm)).detach()
             if restart == self.restarts - 1:  # return the last iterate of the last restart
                 unbroken = ~fooled[active]
-                best[active] = torch.where(_per_sample(unbroken, x_adv), x_adv, best[active])
+                best[active] = torch.where(per_sample(unbroken, x_adv), x_adv, best[active])
         return best.detach()
-
-
-def _per_sample(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.ndim - 1)))
 
 
 def _on_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
