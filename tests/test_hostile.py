@@ -436,3 +436,32 @@ def test_a_converter_that_crashes_leaves_the_gradient_free_attacks_running(
     result = run_audit(config)
     assert [r.attack for r in result.rows] == ["onepixel", "worst-case"]
     assert any("the conversion crashed (signal SIGSEGV) in an isolated process" in n for n in result.notes)
+
+
+def test_the_converters_are_imported_before_the_trial_forks() -> None:
+    """Importing the converters (torchvision, torch._dynamo) costs more than converting a small model;
+    imported first in the parent, the forked trial inherits them instead of paying the import itself.
+    Checked in a fresh interpreter, since this one has imported them for other tests."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+from pathlib import Path
+import torch
+from robaudit.config import AuditConfig
+from robaudit.models import onnx_model
+
+seen = []
+real = onnx_model.trial_conversion
+def watched(*args, **kwargs):
+    seen.append({{"onnx2pytorch", "onnx2torch"}} <= set(sys.modules))
+    return real(*args, **kwargs)
+onnx_model.trial_conversion = watched
+path = Path({str(CNN)!r})
+handle = onnx_model.OnnxModelHandle(path, AuditConfig(model=path), torch.device("cpu"))
+adapter = handle.bind((1, 28, 28), torch.rand(4, 1, 28, 28))
+print(seen, adapter.capabilities.converter)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[-2] == "[True] onnx2pytorch"

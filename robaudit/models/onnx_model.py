@@ -134,10 +134,18 @@ def _chunked(
     return run
 
 
-def _convert(model: onnx.ModelProto) -> tuple[torch.nn.Module | None, str | None, list[str]]:
-    """Try each converter in turn; return (module, converter name, failures in words)."""
+Converter = Callable[[onnx.ModelProto], torch.nn.Module]
+
+
+def import_converters() -> tuple[list[tuple[str, Converter]], list[str]]:
+    """The converters to try in turn, imported into this process, and why any is unavailable.
+
+    Importing them costs more than converting a small model: both import torchvision, which imports
+    torch._dynamo (0.9 s on a 2-core CPU). The parent imports them before it forks the trial conversion,
+    so the child inherits them and the import is paid once, not once in the child and again here.
+    """
     failures: list[str] = []
-    attempts: list[tuple[str, Callable[[onnx.ModelProto], torch.nn.Module]]] = []
+    attempts: list[tuple[str, Converter]] = []
     try:
         from onnx2pytorch import ConvertModel
 
@@ -150,6 +158,12 @@ def _convert(model: onnx.ModelProto) -> tuple[torch.nn.Module | None, str | None
         attempts.append(("onnx2torch", convert))
     except Exception as exc:  # noqa: BLE001
         failures.append(f"onnx2torch unavailable ({_one_line(exc, 80)})")
+    return attempts, failures
+
+
+def _convert(model: onnx.ModelProto) -> tuple[torch.nn.Module | None, str | None, list[str]]:
+    """Try each converter in turn; return (module, converter name, failures in words)."""
+    attempts, failures = import_converters()
     for name, fn in attempts:
         try:
             with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
@@ -275,6 +289,7 @@ class OnnxModelHandle:
             )
 
         # A trial conversion in a child first: a crash or hang in the converters stays there.
+        import_converters()
         trouble = trial_conversion(
             lambda: trial_convert(self.model), self.model.SerializeToString, self.model.ByteSize()
         )
