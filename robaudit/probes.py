@@ -153,8 +153,9 @@ class PgdRun:
     """The run's own PGD on the probe samples, computed once and shared by the probes that compare
     against it (per-sample seeds make its outcome on any subset the same as on the whole).
 
-    It runs without early stopping, which returns the same points (each sample keeps its first fooling
-    iterate) but lets every sample's whole trajectory be watched.
+    It runs without early stopping, which returns the same points up to float rounding (each sample
+    keeps its first fooling iterate; see ``PGD.early_stop``) but lets every sample's whole trajectory
+    be watched.
     """
 
     attack: PGD

@@ -63,6 +63,16 @@ def small_cnn(seed: int = 0) -> SmallCNN:
     return SmallCNN().eval()
 
 
+def assert_same_points(a: torch.Tensor, b: torch.Tensor, model: nn.Module) -> None:
+    """Two PGD runs whose working batches differed returned the same points, up to float rounding: a
+    convolution's backward pass may round a sample's gradient differently with the batch's size, and an
+    L2 step carries that into the point. 1e-6 lies far below any step these tests take, so a wrong
+    iterate kept still fails; and the model must classify both sets of points alike."""
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    with torch.no_grad():
+        assert torch.equal(model(a).argmax(1), model(b).argmax(1))
+
+
 def quiet_export(*args: object, **kwargs: object) -> object:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")

@@ -61,7 +61,9 @@ class PGD:
     random_init: bool = True
     l1_sparsity: float = 0.05  # fraction of coordinates an L1 step moves
     # Drop fooled samples from the working batch. The returned points are the same either way (each
-    # sample keeps its first fooling iterate); the probes turn it off to watch whole trajectories.
+    # sample keeps its first fooling iterate) up to float rounding: a convolution's backward pass can
+    # round a sample's gradient differently with the batch's size (1 ulp in L2 seen on the CPU; L∞'s
+    # sign hides it). The probes turn it off to watch whole trajectories.
     early_stop: bool = True
     # Read the fooled flags one step late (see HostFlags); None: on a GPU only. Tests set it on the CPU.
     lagged: bool | None = None
@@ -207,7 +209,8 @@ class HostFlags:
     step's kernels, which on small and mid-sized models costs a large part of each step. Lagged, the
     flags are copied to pinned host memory without waiting and read one step later, when the GPU has
     long finished that copy: a fooled sample takes one more step before it leaves, and nothing waits.
-    The points returned are the same either way (each sample's trajectory does not depend on its batch).
+    The points returned are the same either way (each sample's trajectory does not depend on its batch,
+    beyond the float rounding of kernels whose summation order follows the batch's size).
     """
 
     def __init__(self, lagged: bool) -> None:
