@@ -100,23 +100,36 @@ def _trouble(returncode: int, address_space: int) -> str | None:
     return None
 
 
-def run_child(task: str, data: bytes, timeout_s: float, address_space: int) -> int | None:
+def run_child(
+    task: str,
+    data: bytes,
+    timeout_s: float,
+    address_space: int,
+    meanwhile: Callable[[], object] | None = None,
+) -> int | None:
     """Run ``task`` (check or convert) on ``data`` in a fresh child Python: its exit status, or None
-    when it did not finish in time."""
+    when it did not finish in time. ``meanwhile`` runs here while the child works (it must not touch
+    the model); the time limit counts from the child's start."""
     with tempfile.TemporaryDirectory(prefix="robaudit-") as folder:
         model_file = Path(folder) / "model.onnx"
         model_file.write_bytes(data)
+        deadline = time.monotonic() + timeout_s
+        child = subprocess.Popen(  # noqa: S603 - this interpreter, this module
+            [sys.executable, "-m", "robaudit.isolated", task, str(model_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=(lambda: _limit_memory(address_space)) if os.name == "posix" else None,  # noqa: PLW1509
+        )
         try:
-            done = subprocess.run(  # noqa: S603 - this interpreter, this module
-                [sys.executable, "-m", "robaudit.isolated", task, str(model_file)],
-                capture_output=True,
-                timeout=timeout_s,
-                preexec_fn=(lambda: _limit_memory(address_space)) if os.name == "posix" else None,  # noqa: PLW1509
-                check=False,
-            )
+            if meanwhile is not None:
+                meanwhile()
+            return child.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             return None
-    return done.returncode
+        finally:
+            if child.poll() is None:  # timed out, or ``meanwhile`` raised
+                child.kill()
+                child.wait()
 
 
 def run_forked(
@@ -183,11 +196,16 @@ def trial_conversion(
 
 
 def preflight(
-    data: bytes, path: Path, timeout_s: float = TIMEOUT_S, address_space: int | None = None
+    data: bytes,
+    path: Path,
+    timeout_s: float = TIMEOUT_S,
+    address_space: int | None = None,
+    meanwhile: Callable[[], object] | None = None,
 ) -> None:
-    """Raise InputError when checking or loading ``data`` crashes, hangs or exhausts memory."""
+    """Raise InputError when checking or loading ``data`` crashes, hangs or exhausts memory. The caller's
+    ``meanwhile`` (work that does not touch the model) runs while the child checks it."""
     address_space = address_space or max(MIN_ADDRESS_SPACE, 16 * len(data))
-    code = run_child("check", data, timeout_s, address_space)
+    code = run_child("check", data, timeout_s, address_space, meanwhile)
     if code == 0:
         return
     if code is None:

@@ -388,6 +388,29 @@ def test_a_model_that_crashes_the_parsers_is_refused() -> None:
     preflight(CNN.read_bytes(), CNN)  # with the normal limits the sample model passes
 
 
+def test_the_preflight_check_runs_beside_the_callers_other_work() -> None:
+    """While the checking child works, the caller's ``meanwhile`` runs (robaudit imports the converters
+    then); if that work fails, the error reaches the caller and the child does not outlive it."""
+    from robaudit.isolated import preflight
+
+    def children() -> list[str]:
+        pids = Path(f"/proc/self/task/{os.getpid()}/children").read_text().split()
+        return [Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace") for pid in pids]
+
+    seen: list[list[str]] = []
+    preflight(CNN.read_bytes(), CNN, meanwhile=lambda: seen.append(children()))
+    assert len(seen) == 1 and any("robaudit.isolated\x00check" in c for c in seen[0])
+
+    def fail() -> None:
+        seen.append(children())
+        raise RuntimeError("the caller's own work failed")
+
+    with pytest.raises(RuntimeError, match="the caller's own work failed"):
+        preflight(CNN.read_bytes(), CNN, meanwhile=fail)
+    assert any("robaudit.isolated\x00check" in c for c in seen[1])
+    assert not any("robaudit.isolated" in c for c in children())  # killed and reaped
+
+
 # --- the graph conversion is tried first in a forked child ------------------------------------------
 
 

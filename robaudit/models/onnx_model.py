@@ -202,7 +202,9 @@ class OnnxModelHandle:
         if load_external_data_safely(model, path):
             self.notes.append(f"{path.name}: weights loaded from external data files next to the model")
         check_initializer_sizes(model, path)
-        preflight(model.SerializeToString(), path)  # a crash or hang in the C++ parsers stays in a child
+        # A crash or hang in the C++ parsers stays in a child. Meanwhile the converters are imported
+        # here (0.9 s, see import_converters), which needs no model, so the check costs no wall time.
+        preflight(model.SerializeToString(), path, meanwhile=import_converters)
         try:
             onnx.checker.check_model(model)
             checker_error = None
@@ -288,8 +290,8 @@ class OnnxModelHandle:
                 f"log, which can mask gradients"
             )
 
-        # A trial conversion in a child first: a crash or hang in the converters stays there.
-        import_converters()
+        # A trial conversion in a child first: a crash or hang in the converters stays there. The
+        # converters were imported during the preflight check, so the forked child inherits them.
         trouble = trial_conversion(
             lambda: trial_convert(self.model), self.model.SerializeToString, self.model.ByteSize()
         )
