@@ -56,14 +56,15 @@ def _check(model_file: str) -> None:
         pass
 
 
-def _convert(model_file: str) -> None:
-    """Convert the model to PyTorch as the parent would; exit code 3 for a failed allocation."""
+def _convert(model_file: str, converter: str) -> None:
+    """Convert the model to PyTorch with ``converter`` as the parent would; exit code 3 for a failed
+    allocation."""
     import onnx
 
     from robaudit.models.onnx_model import trial_convert
 
     try:
-        trial_convert(onnx.load_model_from_string(Path(model_file).read_bytes()))
+        trial_convert(onnx.load_model_from_string(Path(model_file).read_bytes()), converter)
     except Exception as exc:  # noqa: BLE001 - other Python errors are the parent's to meet itself
         if is_out_of_memory(exc):
             sys.exit(_OUT_OF_MEMORY)
@@ -106,16 +107,17 @@ def run_child(
     timeout_s: float,
     address_space: int,
     meanwhile: Callable[[], object] | None = None,
+    args: tuple[str, ...] = (),
 ) -> int | None:
-    """Run ``task`` (check or convert) on ``data`` in a fresh child Python: its exit status, or None
-    when it did not finish in time. ``meanwhile`` runs here while the child works (it must not touch
-    the model); the time limit counts from the child's start."""
+    """Run ``task`` (check or convert, with ``args`` after the model file) on ``data`` in a fresh child
+    Python: its exit status, or None when it did not finish in time. ``meanwhile`` runs here while the
+    child works (it must not touch the model); the time limit counts from the child's start."""
     with tempfile.TemporaryDirectory(prefix="robaudit-") as folder:
         model_file = Path(folder) / "model.onnx"
         model_file.write_bytes(data)
         deadline = time.monotonic() + timeout_s
         child = subprocess.Popen(  # noqa: S603 - this interpreter, this module
-            [sys.executable, "-m", "robaudit.isolated", task, str(model_file)],
+            [sys.executable, "-m", "robaudit.isolated", task, str(model_file), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=(lambda: _limit_memory(address_space)) if os.name == "posix" else None,  # noqa: PLW1509
@@ -180,16 +182,19 @@ def trial_conversion(
     work: Callable[[], object],
     serialise: Callable[[], bytes],
     size: int,
+    *,
+    converter: str,
     timeout_s: float = TIMEOUT_S,
     address_space: int | None = None,
 ) -> str | None:
-    """Try the conversion ``work`` of a model of ``size`` bytes where it cannot hurt: forked first, and
-    in a fresh child Python, given the model's bytes from ``serialise``, only when the forked trial
-    fails (so a large model is not serialised again on the usual path). None when a trial finished."""
+    """Try the conversion ``work`` (by ``converter``) of a model of ``size`` bytes where it cannot hurt:
+    forked first, and in a fresh child Python, given the model's bytes from ``serialise``, only when the
+    forked trial fails (so a large model is not serialised again on the usual path). None when a trial
+    finished."""
     address_space = address_space or max(MIN_ADDRESS_SPACE, 16 * size)
     if run_forked(work, timeout_s, address_space) is None:
         return None
-    returncode = run_child("convert", serialise(), timeout_s, address_space)
+    returncode = run_child("convert", serialise(), timeout_s, address_space, args=(converter,))
     if returncode is None:
         return f"did not finish in {timeout_s:g} s"
     return _trouble(returncode, address_space)
@@ -221,4 +226,7 @@ def preflight(
 
 
 if __name__ == "__main__":
-    {"check": _check, "convert": _convert}[sys.argv[1]](sys.argv[2])
+    if sys.argv[1] == "check":
+        _check(sys.argv[2])
+    else:
+        _convert(sys.argv[2], sys.argv[3])

@@ -780,3 +780,21 @@ def test_warnings_go_to_the_stderr_of_the_current_run(monkeypatch: pytest.Monkey
     log_to_stderr()
     logging.getLogger("robaudit.test").warning("second run")
     assert second.getvalue() == "second run\n"
+
+
+def test_a_scan_where_no_sample_is_classified_correctly_finishes(tmp_path: Path) -> None:
+    """Every image in a class folder one digit off: nothing is left to attack or probe, and the scan
+    still reports (clean accuracy 0, flagged) instead of failing on the empty probe set."""
+    import shutil
+
+    root = tmp_path / "shifted"
+    for png in sorted((REPO / "tests" / "assets").glob("mnist_*.png")):
+        digit = int(png.stem.rsplit("_", 1)[1])
+        (root / str((digit + 1) % 10)).mkdir(parents=True, exist_ok=True)
+        shutil.copy(png, root / str((digit + 1) % 10) / png.name)
+    out = tmp_path / "r.json"
+    result = scan(MNIST_CNN, "--data", root, "--attack", "fgsm", "--attack", "pgd", "--json", out)
+    assert_ok(result)
+    report = json.loads(out.read_text())
+    assert report["n_clean_correct"] == 0 and report["complete"] is True
+    assert "clean-sanity" in {flag["code"] for flag in report["flags"]}

@@ -340,6 +340,14 @@ def test_image_folder_cifar(tmp_path: Path) -> None:
     np.testing.assert_allclose(unit[0], _pixels(order[3][2]).transpose(2, 0, 1) / 255.0, atol=1e-6)
 
 
+def test_image_folder_reads_an_empty_selection_as_no_rows(tmp_path: Path) -> None:
+    for prefix, shape in (("mnist", (0, 28, 28)), ("cifar10", (0, 32, 32, 3))):
+        root = tmp_path / prefix
+        _image_folder(root, prefix)
+        raw = open_dataset(str(root)).read(np.array([], dtype=np.int64))
+        assert raw.shape == shape and raw.dtype == np.uint8
+
+
 def test_image_folder_expected_shape_mismatch_names_file(tmp_path: Path) -> None:
     root = tmp_path / "cifar"
     _image_folder(root, "cifar10")

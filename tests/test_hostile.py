@@ -437,8 +437,12 @@ def test_a_failed_forked_trial_is_confirmed_in_a_fresh_process() -> None:
     from robaudit.isolated import trial_conversion
 
     size = CNN.stat().st_size
-    assert trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes, size) is None
-    trouble = trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes, size, address_space=64 << 20)
+    assert (
+        trial_conversion(lambda: ctypes.string_at(0), CNN.read_bytes, size, converter="onnx2pytorch") is None
+    )
+    trouble = trial_conversion(
+        lambda: ctypes.string_at(0), CNN.read_bytes, size, converter="onnx2pytorch", address_space=64 << 20
+    )
     assert trouble is not None and trouble.startswith(("ran out of memory", "failed", "crashed"))
 
 
@@ -451,7 +455,7 @@ def test_a_converter_that_crashes_leaves_the_gradient_free_attacks_running(
     from robaudit.models import onnx_model
 
     monkeypatch.setattr(
-        onnx_model, "trial_conversion", lambda work, serialise, size: "crashed (signal SIGSEGV)"
+        onnx_model, "trial_conversion", lambda work, serialise, size, converter: "crashed (signal SIGSEGV)"
     )
     config = AuditConfig(
         model=CNN, data=str(HOLDOUT), limit=20, attacks=("fgsm", "onepixel"), population=20, generations=2

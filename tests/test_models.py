@@ -297,3 +297,124 @@ def test_channels_last_changes_the_layout_not_what_the_model_computes() -> None:
 
     mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
     assert use_channels_last(mlp) is False
+
+
+class _ResidualBN(torch.nn.Module):
+    """A ResNet block with a 1x1 shortcut, freshly initialised: the TorchScript exporter folds each
+    BatchNorm into its convolution, finds the folded biases equal (all zeros), stores them once and gives
+    the other convolutions an Identity of it; and it lists the main path before the shortcut, a valid
+    order that is not the order of Kahn's waves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4)
+        )
+        self.main = torch.nn.Sequential(
+            torch.nn.Conv2d(4, 4, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(4, 4, 3, padding=1, bias=False),
+            torch.nn.BatchNorm2d(4),
+        )
+        self.shortcut = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1, bias=False), torch.nn.BatchNorm2d(4))
+        self.fc = torch.nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = torch.relu(self.main(h) + self.shortcut(h))
+        return self.fc(h.mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def residual_legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.conftest import quiet_export
+
+    path = tmp_path_factory.mktemp("residual") / "residual.onnx"
+    x = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    quiet_export(
+        _ResidualBN().eval(), (x,), str(path), dynamo=False, opset_version=13, input_names=["x"],
+        dynamic_axes={"x": {0: "N"}},
+    )  # fmt: skip
+    return path
+
+
+def test_identity_over_shared_weights_is_bypassed_and_the_model_converts(
+    residual_legacy: Path, holdout_x: torch.Tensor
+) -> None:
+    proto = onnx.load(str(residual_legacy))
+    weights = {t.name for t in proto.graph.initializer}
+    shared = [n for n in proto.graph.node if n.op_type == "Identity" and n.input[0] in weights]
+    assert shared, "the exporter no longer shares the folded biases: this test needs another model"
+    handle, adapter = bind(residual_legacy, holdout_x)
+    assert adapter.capabilities.gradients, adapter.capabilities.gradient_note
+    assert any(f"{len(shared)} Identity node(s) over shared weights" in n for n in handle.notes)
+    torch.testing.assert_close(
+        adapter.logits(holdout_x).detach(), _ResidualBN().eval()(holdout_x), atol=1e-5, rtol=1e-4
+    )
+
+
+def test_a_graph_already_in_topological_order_is_left_alone(
+    residual_legacy: Path, holdout_x: torch.Tensor
+) -> None:
+    """The skip connection's branches may be listed in any valid order; only an invalid one is sorted."""
+    proto = onnx.load(str(residual_legacy))
+    order = [n.name for n in proto.graph.node]
+    assert not topological_sort(proto.graph)
+    assert [n.name for n in proto.graph.node] == order
+    handle, _ = bind(residual_legacy, holdout_x)
+    assert not any("topological" in n for n in handle.notes)
+
+
+class _Shifted(torch.nn.Module):
+    """A conversion that computes something else: the real one's logits plus one."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x) + 1.0
+
+
+class _Unrunnable(torch.nn.Module):
+    """A conversion that builds but fails when run, as onnx2pytorch's did on a shared Conv bias."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise TypeError("Conv2d.forward() takes 2 positional arguments but 3 were given")
+
+
+@pytest.mark.parametrize(
+    ("broken", "why"),
+    [(_Shifted, "disagrees with ONNX Runtime by up to 1"), (lambda inner: _Unrunnable(), "Conv2d.forward()")],
+)
+def test_a_conversion_that_fails_its_check_gives_way_to_the_next_converter(
+    monkeypatch: pytest.MonkeyPatch,
+    exports: dict[str, Path],
+    holdout_x: torch.Tensor,
+    broken: object,
+    why: str,
+) -> None:
+    from robaudit.models import onnx_model
+
+    real = onnx_model.import_converters
+
+    def first_one_broken() -> tuple[list[tuple[str, object]], list[str]]:
+        attempts, failures = real()
+        convert = dict(attempts)["onnx2pytorch"]
+        return [("onnx2pytorch", lambda m: broken(convert(m))), *attempts[1:]], failures  # type: ignore[operator]
+
+    monkeypatch.setattr(onnx_model, "import_converters", first_one_broken)
+    handle, adapter = bind(exports["legacy"], holdout_x)  # opset 13: onnx2torch converts it too
+    assert adapter.capabilities.converter == "onnx2torch"
+    assert (adapter.capabilities.parity_max_abs_diff or 1.0) < 1e-4
+    assert any("converted with onnx2torch after onnx2pytorch" in n and why in n for n in handle.notes)
+
+
+def test_every_conversion_disagreeing_names_each_converter(
+    exports: dict[str, Path], holdout_x: torch.Tensor
+) -> None:
+    handle = load_model(AuditConfig(model=exports["legacy"], parity_atol=0.0, parity_rtol=0.0), CPU)
+    with pytest.raises(InputError, match=r"onnx2pytorch by up to .*, onnx2torch by up to"):
+        handle.bind((1, 28, 28), holdout_x)

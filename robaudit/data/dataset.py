@@ -388,7 +388,7 @@ def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dat
         )
 
     def read(idx: np.ndarray) -> np.ndarray:
-        out = []
+        out = [np.empty((0, *first.shape), dtype=first.dtype)]  # an empty selection reads as no rows
         for i in idx:
             img = open_image(files[int(i)])
             if img.shape != first.shape:
@@ -396,8 +396,8 @@ def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dat
                     f"{files[int(i)]}: image has shape {img.shape}, unlike {files[0].name}'s {first.shape}; "
                     f"give all images the model's input size"
                 )
-            out.append(img)
-        return np.stack(out)
+            out.append(img[None])
+        return np.concatenate(out)
 
     return Dataset(
         description=f"{root} ({len(files)} images in {len(classes)} classes)",

@@ -7,6 +7,7 @@ adversarial example it helps find is re-checked on ONNX Runtime by the runner.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import logging
 import warnings
@@ -47,6 +48,8 @@ def topological_sort(graph: onnx.GraphProto) -> bool:
     deps: list[set[int]] = []
     for node in graph.node:
         deps.append({produced_by[name] for name in node.input if name in produced_by})
+    if all(all(d < i for d in dep) for i, dep in enumerate(deps)):
+        return False  # already in a topological order (any one will do; keep the exporter's)
     order: list[int] = []
     placed: set[int] = set()
     remaining = list(range(len(graph.node)))
@@ -161,27 +164,62 @@ def import_converters() -> tuple[list[tuple[str, Converter]], list[str]]:
     return attempts, failures
 
 
-def _convert(model: onnx.ModelProto) -> tuple[torch.nn.Module | None, str | None, list[str]]:
-    """Try each converter in turn; return (module, converter name, failures in words)."""
+def convert_with(name: str, model: onnx.ModelProto) -> torch.nn.Module:
+    """Convert ``model`` with the converter called ``name``; raises whatever the converter raises."""
     attempts, failures = import_converters()
-    for name, fn in attempts:
-        try:
-            with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                module = fn(copy.deepcopy(model))
-            return module, name, failures
-        except Exception as exc:  # noqa: BLE001
-            if is_out_of_memory(exc):
-                raise
-            failures.append(f"{name}: {_one_line(exc, 160)}")
-    return None, None, failures
+    converters = dict(attempts)
+    if name not in converters:
+        raise RuntimeError(next((f for f in failures if f.startswith(name)), f"{name} unavailable"))
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        return converters[name](copy.deepcopy(model))
 
 
-def trial_convert(model: onnx.ModelProto) -> None:
+def trial_convert(model: onnx.ModelProto, name: str) -> None:
     """An isolated child's work. One thread: in a forked child the OpenMP pool the parent started is
     gone, and a parallel region would wait for it forever."""
     torch.set_num_threads(1)
-    _convert(model)
+    convert_with(name, model)
+
+
+def bypass_initializer_identities(graph: onnx.GraphProto) -> int:
+    """Let the consumers of ``Identity(initializer)`` read the initializer itself; return how many.
+
+    PyTorch's TorchScript exporter stores equal initializers once and gives the other users an Identity
+    of it (a freshly initialised ResNet-18's folded BatchNorm biases are all zeros: 16 such nodes).
+    Both converters look a Conv's weight and bias up among the initializers and fail on such a graph;
+    ONNX Runtime computes the same either way. Names that a graph output or a subgraph uses stay.
+    """
+    initializers = {t.name for t in graph.initializer}
+    kept = {o.name for o in graph.output} | _subgraph_names(graph)
+    target = {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if node.op_type == "Identity" and node.input[0] in initializers and node.output[0] not in kept
+    }
+    if not target:
+        return 0
+    nodes = [n for n in graph.node if not (n.op_type == "Identity" and n.output[0] in target)]
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in target:
+                node.input[i] = target[name]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(target)
+
+
+def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name that a node's subgraph (If, Loop, Scan bodies) reads or writes."""
+    names: set[str] = set()
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs] if attribute.type in (5, 10) else []:
+                for inner in sub.node:
+                    names.update(inner.input)
+                    names.update(inner.output)
+                names |= _subgraph_names(sub)
+    return names
 
 
 class OnnxModelHandle:
@@ -212,6 +250,11 @@ class OnnxModelHandle:
             checker_error = _one_line(exc, 160)
         if topological_sort(model.graph):
             self.notes.append(f"{path.name}: graph nodes were not in topological order; sorted them")
+        bypassed = bypass_initializer_identities(model.graph)
+        if bypassed:
+            self.notes.append(
+                f"{path.name}: {bypassed} Identity node(s) over shared weights bypassed for the conversion"
+            )
         self.stripped_softmax = strip_final_softmax(model)
         if self.stripped_softmax:
             self.notes.append(f"{path.name}: graph ends in Softmax; attacks use the logits that feed it")
@@ -290,59 +333,7 @@ class OnnxModelHandle:
                 f"log, which can mask gradients"
             )
 
-        # A trial conversion in a child first: a crash or hang in the converters stays there. The
-        # converters were imported during the preflight check, so the forked child inherits them.
-        trouble = trial_conversion(
-            lambda: trial_convert(self.model), self.model.SerializeToString, self.model.ByteSize()
-        )
-        if trouble is None:
-            module, converter, failures = _convert(self.model)
-        else:
-            module, converter, failures = None, None, [f"the conversion {trouble} in an isolated process"]
-        torch_model: Callable[[torch.Tensor], torch.Tensor] | None = None
-        parity: float | None = None
-        note: str | None = None
-        if module is not None:
-            module = module.to(self.device).eval()
-            if self.config.channels_last:
-                use_channels_last(module)
-            for p in module.parameters():
-                p.requires_grad_(False)
-            candidate: Callable[[torch.Tensor], torch.Tensor] = module
-            if self.fixed_batch is not None:
-                candidate = fixed_batch_module(module, self.fixed_batch)
-                if hasattr(candidate, "probe"):
-                    candidate.probe(pre.apply(probe_x01.to(self.device)))
-            try:
-                with torch.no_grad():
-                    converted = candidate(pre.apply(probe_x01.to(self.device))).float().cpu()
-                converted = converted.reshape(converted.shape[0], -1)
-                parity = float((converted - reference_2d).abs().max())
-                tolerance = self.config.parity_atol + self.config.parity_rtol * float(
-                    reference_2d.abs().max()
-                )
-                if converted.shape != reference_2d.shape or not parity <= tolerance:
-                    again = runtime(model_input)
-                    if not np.array_equal(
-                        again.reshape(again.shape[0], -1), reference.reshape(reference.shape[0], -1)
-                    ):
-                        raise InputError(
-                            f"{self.path}: ONNX Runtime gives different outputs for the same input (a Dropout "
-                            "exported in training mode, or a random op); audit a deterministic model: export it "
-                            "in eval mode (model.eval() before torch.onnx.export)"
-                        )
-                    raise InputError(
-                        f"{self.path}: the PyTorch conversion ({converter}) disagrees with ONNX Runtime by up to "
-                        f"{parity:.3g} on the first batch (tolerance {tolerance:.3g}); its gradients cannot be "
-                        f"trusted: report the model to robaudit, or raise --parity-atol if the gap is acceptable"
-                    )
-                torch_model = candidate
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                failures.append(f"{converter} ran but failed: {_one_line(exc, 160)}")
-        if torch_model is None:
-            note = "the graph could not be converted to PyTorch (" + "; ".join(failures) + ")"
+        torch_model, converter, parity, note = self._convert_checked(pre, probe_x01, model_input, reference)
         return ModelAdapter(
             name=str(self.path),
             sample_shape=sample_shape,
@@ -362,6 +353,95 @@ class OnnxModelHandle:
             torch_model=torch_model,
             runtime=runtime,
         )
+
+    def _convert_checked(
+        self, pre: Preprocessing, probe_x01: torch.Tensor, model_input: np.ndarray, reference: np.ndarray
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, str | None, float | None, str | None]:
+        """The first conversion that runs and matches ONNX Runtime on the probe batch, trying the
+        converters in turn: (module, converter, largest logit difference, why there is none, in words).
+
+        Each converter is first tried in a child, where a crash or hang in it stays. When every
+        conversion that ran disagrees with ONNX Runtime the run stops: gradients from a graph that
+        computes something else cannot be trusted.
+        """
+        attempts, failures = import_converters()
+        reference_2d = torch.from_numpy(reference.reshape(reference.shape[0], -1).astype(np.float32))
+        tolerance = self.config.parity_atol + self.config.parity_rtol * float(reference_2d.abs().max())
+        disagreements: list[tuple[str, float]] = []
+        tried: list[str] = []  # why converters tried before the one used failed
+        for name, _ in attempts:
+            trouble = trial_conversion(
+                functools.partial(trial_convert, self.model, name),
+                self.model.SerializeToString,
+                self.model.ByteSize(),
+                converter=name,
+            )
+            if trouble is not None:
+                tried.append(f"{name}: the conversion {trouble} in an isolated process")
+                continue
+            try:
+                candidate = self._ready(convert_with(name, self.model), pre, probe_x01)
+                with torch.no_grad():
+                    converted = candidate(pre.apply(probe_x01.to(self.device))).float().cpu()
+            except Exception as exc:  # noqa: BLE001 - any failure of a converter's module is that converter's
+                if is_out_of_memory(exc):
+                    raise
+                tried.append(f"{name}: {_one_line(exc, 160)}")
+                continue
+            converted = converted.reshape(converted.shape[0], -1)
+            if converted.shape != reference_2d.shape:
+                tried.append(
+                    f"{name}: outputs of shape {tuple(converted.shape)} where ONNX Runtime gives "
+                    f"{tuple(reference_2d.shape)}"
+                )
+                continue
+            gap = float((converted - reference_2d).abs().max())
+            if gap <= tolerance:
+                if tried:
+                    self.notes.append(f"{self.path.name}: converted with {name} after " + "; ".join(tried))
+                return candidate, name, gap, None
+            self._check_runtime_is_deterministic(model_input, reference)
+            disagreements.append((name, gap))
+            tried.append(f"{name}: disagrees with ONNX Runtime by up to {gap:.3g}")
+        if disagreements:
+            gaps = ", ".join(f"{name} by up to {gap:.3g}" for name, gap in disagreements)
+            raise InputError(
+                f"{self.path}: the PyTorch conversion disagrees with ONNX Runtime on the first batch ({gaps}; "
+                f"tolerance {tolerance:.3g}); its gradients cannot be trusted: report the model to "
+                f"robaudit, or raise --parity-atol if the gap is acceptable"
+            )
+        return (
+            None,
+            None,
+            None,
+            "the graph could not be converted to PyTorch (" + "; ".join(failures + tried) + ")",
+        )
+
+    def _ready(
+        self, module: torch.nn.Module, pre: Preprocessing, probe_x01: torch.Tensor
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A converted module on the device, in eval mode with frozen weights, taking any batch size."""
+        module = module.to(self.device).eval()
+        if self.config.channels_last:
+            use_channels_last(module)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        if self.fixed_batch is None:
+            return module
+        candidate = fixed_batch_module(module, self.fixed_batch)
+        if hasattr(candidate, "probe"):
+            candidate.probe(pre.apply(probe_x01.to(self.device)))
+        return candidate
+
+    def _check_runtime_is_deterministic(self, model_input: np.ndarray, reference: np.ndarray) -> None:
+        """A conversion can only match a runtime that gives the same outputs for the same input."""
+        again = _chunked(self._run, self.fixed_batch)(model_input)
+        if not np.array_equal(again.reshape(again.shape[0], -1), reference.reshape(reference.shape[0], -1)):
+            raise InputError(
+                f"{self.path}: ONNX Runtime gives different outputs for the same input (a Dropout "
+                "exported in training mode, or a random op); audit a deterministic model: export it "
+                "in eval mode (model.eval() before torch.onnx.export)"
+            )
 
 
 def load_onnx(path: Path, config: AuditConfig, device: torch.device) -> OnnxModelHandle:
