@@ -265,7 +265,11 @@ def scan(
         str, typer.Option(help="Model output: auto, logits, probabilities or log-probabilities.")
     ] = "auto",
     arch: Annotated[
-        str | None, typer.Option(help="package.module:ClassName to build a state_dict's model.")
+        str | None,
+        typer.Option(
+            help="package.module:ClassName, or a function that builds the model (torchvision.models:resnet18), "
+            "for a state_dict."
+        ),
     ] = None,
     arch_kwargs: Annotated[str, typer.Option(help="JSON keyword arguments for --arch.")] = "{}",
     trust_model: Annotated[

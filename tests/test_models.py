@@ -150,6 +150,23 @@ def test_state_dict_with_wrong_arch_is_an_input_error(exports: dict[str, Path]) 
         )
 
 
+def test_state_dict_arch_may_be_a_builder_function(tmp_path: Path) -> None:
+    """torchvision's and timm's models are built by functions, not named by their class."""
+    import torchvision
+
+    torch.manual_seed(0)
+    source = torchvision.models.resnet18(num_classes=10).eval()
+    path = tmp_path / "resnet18_state.pt"
+    torch.save(source.state_dict(), path)
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    _, adapter = bind(path, x, arch="torchvision.models:resnet18", arch_kwargs={"num_classes": 10})
+    torch.testing.assert_close(adapter.logits(x).detach(), source(x))
+    with pytest.raises(UsageError, match="returned a Tensor, not an nn.Module"):
+        load_model(AuditConfig(model=path, arch="torch:zeros", arch_kwargs={"size": [1]}), CPU)
+    with pytest.raises(UsageError, match="no nn.Module subclass or model-building function named Nope"):
+        load_model(AuditConfig(model=path, arch="torchvision.models:Nope"), CPU)
+
+
 def test_pickled_module_refused_without_trust(exports: dict[str, Path], holdout_x: torch.Tensor) -> None:
     with pytest.raises(InputError, match="arbitrary code") as info:
         load_model(AuditConfig(model=exports["pickled"]), CPU)

@@ -29,7 +29,8 @@ from robaudit.models.layout import use_channels_last
 
 PICKLE_ADVICE = (
     "re-save it with torch.jit.save or torch.export.save, or save its state_dict and pass "
-    "--arch package.module:ClassName; pass --trust-model only if you trust where the file came from"
+    "--arch package.module:ClassName (or a builder function); pass --trust-model only if you trust where the "
+    "file came from"
 )
 
 
@@ -41,10 +42,12 @@ def _is_torchscript(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
-def _import_arch(spec: str) -> type[nn.Module]:
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise UsageError(f"--arch {spec}: write it as package.module:ClassName")
+def _import_arch(spec: str) -> Callable[..., object]:
+    """The class or builder function that ``--arch package.module:Name`` names (an nn.Module subclass,
+    or a function such as torchvision.models:resnet18 that returns one when called)."""
+    module_name, _, name = spec.partition(":")
+    if not module_name or not name:
+        raise UsageError(f"--arch {spec}: write it as package.module:ClassName or package.module:function")
     if "" not in sys.path:
         sys.path.insert(0, "")  # let users name a module in the current folder, as `python -m` does
     try:
@@ -53,10 +56,13 @@ def _import_arch(spec: str) -> type[nn.Module]:
         raise UsageError(
             f"--arch {spec}: cannot import {module_name} ({exc}); check the module path"
         ) from None
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        raise UsageError(f"--arch {spec}: {module_name} has no nn.Module subclass named {class_name}")
-    return cls
+    build = getattr(module, name, None)
+    is_module_class = isinstance(build, type) and issubclass(build, nn.Module)
+    if not is_module_class and not (callable(build) and not isinstance(build, type)):
+        raise UsageError(
+            f"--arch {spec}: {module_name} has no nn.Module subclass or model-building function named {name}"
+        )
+    return build  # type: ignore[return-value]
 
 
 def _state_dict_of(obj: Any) -> dict[str, torch.Tensor] | None:
@@ -123,15 +129,21 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
         )
     if config.arch is None:
         raise UsageError(
-            f"{path}: is a state_dict (weights without code); pass --arch package.module:ClassName to build the model"
+            f"{path}: is a state_dict (weights without code); pass --arch package.module:ClassName (or a "
+            f"function that builds the model, e.g. torchvision.models:resnet18) to build the model"
         )
-    cls = _import_arch(config.arch)
+    build = _import_arch(config.arch)
     try:
-        module = cls(**config.arch_kwargs)
+        module = build(**config.arch_kwargs)
     except TypeError as exc:
         raise UsageError(
             f"--arch {config.arch}: cannot construct it ({exc}); pass --arch-kwargs as JSON"
         ) from None
+    if not isinstance(module, nn.Module):
+        raise UsageError(
+            f"--arch {config.arch}: returned a {type(module).__name__}, not an nn.Module; name the model's "
+            f"class or a function that builds it"
+        )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
