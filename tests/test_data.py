@@ -175,6 +175,21 @@ def test_npz_custom_keys(tmp_path: Path) -> None:
     assert "'x'" in str(info.value) and "--npz-keys" in str(info.value)
 
 
+def test_npz_with_one_keras_style_split_is_read_and_with_several_names_the_flag(tmp_path: Path) -> None:
+    x = _uint8_images(n=6, c=3, h=4, w=4).transpose(0, 2, 3, 1)
+    y = np.array([[1], [0], [1], [0], [1], [0]], dtype=np.uint8)  # keras.datasets' (N, 1) labels
+    path = tmp_path / "test_split.npz"
+    np.savez(path, x_test=x, y_test=y)
+    ds = open_dataset(str(path))
+    np.testing.assert_array_equal(_read_all(ds), x)
+    np.testing.assert_array_equal(ds.labels, y[:, 0])
+    assert any("read x_test and y_test" in n for n in ds.notes)
+    both = tmp_path / "both_splits.npz"
+    np.savez(both, x_train=x, y_train=y, x_test=x, y_test=y)
+    with pytest.raises(InputError, match="--npz-keys x_test,y_test"):
+        open_dataset(str(both))
+
+
 def test_npz_missing_label_key_names_it(tmp_path: Path) -> None:
     path = tmp_path / "nolabels.npz"
     np.savez(path, x=_uint8_images(n=3), labels=np.zeros(3))

@@ -250,17 +250,38 @@ def _memmap_npz_member(path: Path, member: str) -> np.ndarray:
             return np.lib.format.read_array(fh, allow_pickle=False)
 
 
+DEFAULT_NPZ_KEYS = ("x", "y")
+
+
+def _single_xy_pair(members: set[str]) -> tuple[str, str] | None:
+    """The images and labels of an .npz that holds exactly one array named x... and one named y...
+    (``x_test`` and ``y_test``, as Keras' datasets name them), else None: with more, which split to
+    audit is the user's choice."""
+    xs = [m for m in members if m.lower().startswith("x")]
+    ys = [m for m in members if m.lower().startswith("y")]
+    return (xs[0], ys[0]) if len(xs) == 1 and len(ys) == 1 else None
+
+
 def _open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] | None) -> Dataset:
     try:
         with zipfile.ZipFile(path) as zf:
             members = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"{path}: not a readable .npz file ({exc}); save it with numpy.savez") from None
+    notes: list[str] = []
+    if keys == DEFAULT_NPZ_KEYS and not set(keys) <= members:
+        pair = _single_xy_pair(members)
+        if pair is not None:  # Keras-style names: x_test and y_test
+            keys = pair
+            notes.append(f"{path}: no arrays named x and y; read {pair[0]} and {pair[1]}")
     xkey, ykey = keys
     for key in keys:
         if key not in members:
+            xs = sorted(m for m in members if m.lower().startswith("x")) or ["IMAGES"]
+            ys = sorted(m for m in members if m.lower().startswith("y")) or ["LABELS"]
             raise InputError(
-                f"{path}: no array named {key!r} (found {sorted(members)}); name the keys with --npz-keys x,y"
+                f"{path}: no array named {key!r} (found {sorted(members)}); name the keys with "
+                f"--npz-keys {xs[0]},{ys[0]}"
             )
     try:
         x = _memmap_npz_member(path, xkey + ".npy")
@@ -269,7 +290,6 @@ def _open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] 
         raise InputError(
             f"{path}: cannot read arrays ({exc}); save plain numeric arrays with numpy.savez"
         ) from None
-    notes: list[str] = []
     if isinstance(x, np.memmap):
         notes.append(f"{path}: {xkey} is memory-mapped")
     else:
