@@ -435,3 +435,27 @@ def test_every_conversion_disagreeing_names_each_converter(
     handle = load_model(AuditConfig(model=exports["legacy"], parity_atol=0.0, parity_rtol=0.0), CPU)
     with pytest.raises(InputError, match=r"onnx2pytorch by up to .*, onnx2torch by up to"):
         handle.bind((1, 28, 28), holdout_x)
+
+
+def test_a_real_keras_export_is_read_as_it_ships(holdout_x: torch.Tensor) -> None:
+    """sample_models/mnist_keras.onnx comes from Keras 3's own ONNX export (tf2onnx) of a Keras CNN:
+    channels-last input and a final softmax. robaudit must infer the layout, attack the logits, and
+    reproduce the accuracy that Keras and ONNX Runtime measured when it was built."""
+    import hashlib
+    import json
+
+    from robaudit.api import run_audit
+
+    path = SAMPLES / "mnist_keras.onnx"
+    info = json.loads((SAMPLES / "BUILD_INFO_keras.json").read_text())
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == info["sha256"][path.name]
+    assert info["exporter"].startswith("keras ") and "tf2onnx" in info["exporter"]
+    handle, adapter = bind(path, holdout_x)
+    assert adapter.preprocessing.layout == "nhwc"
+    assert any("graph ends in Softmax" in n for n in handle.notes)
+    assert adapter.capabilities.gradients and (adapter.capabilities.parity_max_abs_diff or 1.0) < 1e-4
+    result = run_audit(
+        AuditConfig(model=path, data=str(SAMPLES / "mnist_holdout.npz"), attacks=("fgsm",), checks=False)
+    )
+    assert result.clean_accuracy == info["holdout_accuracy"]["onnxruntime"]
+    assert result.rows[0].n_robust < result.n_clean_correct  # the attack works through the conversion
