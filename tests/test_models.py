@@ -459,3 +459,68 @@ def test_a_real_keras_export_is_read_as_it_ships(holdout_x: torch.Tensor) -> Non
     )
     assert result.clean_accuracy == info["holdout_accuracy"]["onnxruntime"]
     assert result.rows[0].n_robust < result.n_clean_correct  # the attack works through the conversion
+
+
+class _Scaled255(torch.nn.Module):
+    """A model that takes pixels on 0..255 and scales them itself, as Keras' Rescaling(1/255) does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = small_cnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x / 255.0)
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_a_graph_that_scales_its_input_by_1_255_suggests_the_input_range(
+    tmp_path: Path, holdout_x: torch.Tensor, dynamo: bool
+) -> None:
+    from tests.conftest import quiet_export
+
+    path = tmp_path / "scaled.onnx"
+    x = torch.rand(2, 1, 28, 28)
+    if dynamo:
+        quiet_export(
+            _Scaled255().eval(), (x,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},)
+        ).save(str(path))  # type: ignore[attr-defined]
+    else:
+        quiet_export(_Scaled255().eval(), (x,), str(path), dynamo=False, opset_version=13, input_names=["x"], dynamic_axes={"x": {0: "N"}})  # fmt: skip
+    hint = "--input-range 0,255"
+    handle = load_model(AuditConfig(model=path), CPU)
+    assert any("scales its input by 1/255" in n and hint in n for n in handle.notes)
+    told = load_model(AuditConfig(model=path, input_range=(0.0, 255.0)), CPU)
+    assert not any(hint in n for n in told.notes)
+    _, adapter = bind(path, holdout_x, input_range=(0.0, 255.0))  # then it reproduces the source model
+    torch.testing.assert_close(
+        adapter.logits(holdout_x).detach(), small_cnn()(holdout_x), atol=1e-4, rtol=1e-4
+    )
+    plain = load_model(AuditConfig(model=SAMPLES / "mnist_cnn.onnx"), CPU)
+    assert not any(hint in n for n in plain.notes)
+
+
+def test_rescales_from_255_reads_the_graphs_first_operation() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from robaudit.models.onnx_model import rescales_from_255
+
+    def graph(
+        op: str, value: float, *, swap: bool = False, as_constant: bool = False, users: int = 1
+    ) -> onnx.GraphProto:
+        scale = numpy_helper.from_array(np.array(value, dtype=np.float32), "scale")
+        nodes = [helper.make_node("Constant", [], ["scale"], value=scale)] if as_constant else []
+        operands = ["scale", "image"] if swap else ["image", "scale"]
+        nodes.append(helper.make_node(op, operands, ["scaled"]))
+        nodes += [helper.make_node("Relu", ["image"], [f"extra{i}"]) for i in range(users - 1)]
+        io = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 28, 28, 1])
+        out = helper.make_tensor_value_info("scaled", TensorProto.FLOAT, [1, 28, 28, 1])
+        return helper.make_graph(nodes, "g", [io], [out], initializer=[] if as_constant else [scale])
+
+    assert rescales_from_255(graph("Mul", 1 / 255), "image")  # Keras' Rescaling, as tf2onnx writes it
+    assert rescales_from_255(graph("Mul", 1 / 255, swap=True, as_constant=True), "image")
+    assert rescales_from_255(graph("Div", 255.0), "image")
+    assert not rescales_from_255(graph("Div", 255.0, swap=True), "image")  # 255 / x
+    assert not rescales_from_255(graph("Mul", 0.5), "image")
+    assert not rescales_from_255(
+        graph("Mul", 1 / 255, users=2), "image"
+    )  # the raw input is used elsewhere too

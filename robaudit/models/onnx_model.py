@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from robaudit.config import AuditConfig
 from robaudit.errors import InputError, is_out_of_memory
@@ -92,6 +92,36 @@ def strip_final_softmax(model: onnx.ModelProto) -> bool:
     graph.output.remove(old)
     graph.output.insert(0, new)
     return True
+
+
+def rescales_from_255(graph: onnx.GraphProto, input_name: str) -> bool:
+    """Whether the graph's only use of its input is a multiplication by 1/255 or a division by 255:
+    the model then expects pixels on 0..255 (Keras' Rescaling(1/255) layer exports that way)."""
+    users = [n for n in graph.node if input_name in n.input]
+    if len(users) != 1 or users[0].op_type not in ("Mul", "Div") or len(users[0].input) != 2:
+        return False
+    node = users[0]
+    other = node.input[1] if node.input[0] == input_name else node.input[0]
+    if node.op_type == "Div" and other == node.input[0]:
+        return False  # 255 / x is no rescaling
+    values = {t.name: t for t in graph.initializer}
+    values.update(
+        {
+            n.output[0]: a.t
+            for n in graph.node
+            if n.op_type == "Constant"
+            for a in n.attribute
+            if a.name == "value"
+        }
+    )
+    if other not in values:
+        return False
+    array = numpy_helper.to_array(values[other])
+    if array.size != 1:
+        return False
+    factor = float(array.reshape(-1)[0])
+    target = 1 / 255 if node.op_type == "Mul" else 255.0
+    return abs(factor - target) <= 1e-6 * target
 
 
 def _graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
@@ -261,6 +291,11 @@ class OnnxModelHandle:
 
         graph_input = _graph_input(model)
         self.input_name = graph_input.name
+        if config.input_range == (0.0, 1.0) and rescales_from_255(model.graph, self.input_name):
+            self.notes.append(
+                f"{path.name}: the graph first scales its input by 1/255 (a Keras Rescaling layer, say), so it "
+                f"likely takes pixels on 0..255; if so, pass --input-range 0,255"
+            )
         dims = _dims(graph_input)
         if len(dims) != 4:
             raise InputError(
