@@ -524,3 +524,40 @@ def test_rescales_from_255_reads_the_graphs_first_operation() -> None:
     assert not rescales_from_255(
         graph("Mul", 1 / 255, users=2), "image"
     )  # the raw input is used elsewhere too
+
+
+def test_bypassing_identities_keeps_names_that_outputs_and_subgraphs_use() -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    from robaudit.models.onnx_model import bypass_initializer_identities
+
+    weight = numpy_helper.from_array(np.ones((2,), dtype=np.float32), "w")
+    value = helper.make_tensor_value_info
+    branch = helper.make_graph(
+        [helper.make_node("Add", ["x", "w_in_branch"], ["b_out"])],
+        "branch",
+        [],
+        [value("b_out", TensorProto.FLOAT, [2])],
+    )
+    nodes = [
+        helper.make_node("Identity", ["w"], ["w_shared"]),  # read by a plain node: bypassed
+        helper.make_node("Identity", ["w"], ["w_out"]),  # a graph output: kept
+        helper.make_node("Identity", ["w"], ["w_in_branch"]),  # read inside a subgraph: kept
+        helper.make_node("Mul", ["x", "w_shared"], ["y"]),
+        helper.make_node("If", ["cond"], ["z"], then_branch=branch, else_branch=branch),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [value("x", TensorProto.FLOAT, [2]), value("cond", TensorProto.BOOL, [])],
+        [
+            value("y", TensorProto.FLOAT, [2]),
+            value("w_out", TensorProto.FLOAT, [2]),
+            value("z", TensorProto.FLOAT, [2]),
+        ],
+        initializer=[weight],
+    )
+    assert bypass_initializer_identities(graph) == 1
+    assert [n.output[0] for n in graph.node if n.op_type == "Identity"] == ["w_out", "w_in_branch"]
+    assert next(n for n in graph.node if n.op_type == "Mul").input[1] == "w"
+    assert bypass_initializer_identities(graph) == 0

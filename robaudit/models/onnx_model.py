@@ -244,7 +244,11 @@ def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
     names: set[str] = set()
     for node in graph.node:
         for attribute in node.attribute:
-            for sub in [attribute.g, *attribute.graphs] if attribute.type in (5, 10) else []:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                subgraphs = [attribute.g]
+            else:
+                subgraphs = list(attribute.graphs)  # empty unless a GRAPHS attribute
+            for sub in subgraphs:
                 for inner in sub.node:
                     names.update(inner.input)
                     names.update(inner.output)
