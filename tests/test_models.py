@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -165,6 +166,28 @@ def test_state_dict_arch_may_be_a_builder_function(tmp_path: Path) -> None:
         load_model(AuditConfig(model=path, arch="torch:zeros", arch_kwargs={"size": [1]}), CPU)
     with pytest.raises(UsageError, match="no nn.Module subclass or model-building function named Nope"):
         load_model(AuditConfig(model=path, arch="torchvision.models:Nope"), CPU)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "wrap"),
+    [
+        ("module.", lambda state: state),  # torch.nn.DataParallel
+        ("model.", lambda state: {"epoch": 3, "state_dict": state, "optimizer_states": []}),  # Lightning
+    ],
+)
+def test_a_state_dict_saved_through_a_wrapper_loads_without_its_prefix(
+    tmp_path: Path, holdout_x: torch.Tensor, prefix: str, wrap: Any
+) -> None:
+    source = small_cnn()
+    path = tmp_path / "wrapped.pt"
+    torch.save(wrap({prefix + key: value for key, value in source.state_dict().items()}), path)
+    handle, adapter = bind(path, holdout_x, arch="tests.conftest:SmallCNN")
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), source(holdout_x))
+    assert any(f"began with {prefix!r}" in n for n in handle.notes)
+    partial = {prefix + key: value for key, value in list(source.state_dict().items())[1:]}
+    torch.save(partial, path)  # a weight missing: the prefix alone does not explain the mismatch
+    with pytest.raises(InputError, match="do not fit"):
+        load_model(AuditConfig(model=path, arch="tests.conftest:SmallCNN"), CPU)
 
 
 def test_pickled_module_refused_without_trust(exports: dict[str, Path], holdout_x: torch.Tensor) -> None:

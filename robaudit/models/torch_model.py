@@ -77,8 +77,10 @@ def _state_dict_of(obj: Any) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[Callable[..., Any], str, Any]:
-    """Return (callable model, format name, example input shape or None)."""
+def _load_file(
+    path: Path, config: AuditConfig, device: torch.device
+) -> tuple[Callable[..., Any], str, Any, list[str]]:
+    """Return (callable model, format name, example input shape or None, notes)."""
     if path.suffix.lower() == ".pt2":
         try:
             program = torch.export.load(str(path))
@@ -94,12 +96,12 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
                 # A dimension exported as dynamic is a SymInt; a plain int is fixed in the program.
                 shape = tuple(d if isinstance(d, int) else None for d in val.shape)
                 break
-        return program.module().to(device), "torch.export", shape
+        return program.module().to(device), "torch.export", shape, []
     if _is_torchscript(path):
         try:
             with warnings.catch_warnings():  # torch's deprecation notice is for authors, not auditors
                 warnings.simplefilter("ignore", FutureWarning)
-                return torch.jit.load(str(path), map_location=device), "TorchScript", None
+                return torch.jit.load(str(path), map_location=device), "TorchScript", None, []
         except Exception as exc:  # noqa: BLE001
             raise InputError(
                 f"{path}: not a readable TorchScript file ({_one_line(exc)}); re-save it"
@@ -121,7 +123,7 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
             f"{path}: not a readable model file ({_one_line(exc)}); give a .onnx, TorchScript, .pt2 or state_dict"
         ) from None
     if isinstance(obj, nn.Module):
-        return obj.to(device), "pickled nn.Module", None
+        return obj.to(device), "pickled nn.Module", None, []
     state = _state_dict_of(obj)
     if state is None:
         raise InputError(
@@ -144,13 +146,34 @@ def _load_file(path: Path, config: AuditConfig, device: torch.device) -> tuple[C
             f"--arch {config.arch}: returned a {type(module).__name__}, not an nn.Module; name the model's "
             f"class or a function that builds it"
         )
+    notes: list[str] = []
+    prefix = _wrapper_prefix(state, set(module.state_dict()))
+    if prefix:
+        state = {key[len(prefix) :]: value for key, value in state.items()}
+        notes.append(
+            f"{path.name}: every weight's name began with {prefix!r} (as DataParallel or a Lightning module "
+            f"saves them); loaded them without it"
+        )
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(
             f"{path}: weights do not fit --arch {config.arch} ({_one_line(exc)}); give the class they were saved from"
         ) from None
-    return module.to(device), f"state_dict + {config.arch}", None
+    return module.to(device), f"state_dict + {config.arch}", None, notes
+
+
+def _wrapper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> str:
+    """The prefix (``module.``, ``model.``, ...) that every key of ``state`` carries and that the
+    model's own keys lack, when removing it makes the two sets of names equal; else ''."""
+    if set(state) == expected or not state:
+        return ""
+    first = next(iter(state))
+    for end in (i + 1 for i, ch in enumerate(first) if ch == "."):
+        prefix = first[:end]
+        if all(key.startswith(prefix) for key in state) and {key[end:] for key in state} == expected:
+            return prefix
+    return ""
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
@@ -212,7 +235,8 @@ class TorchModelHandle:
         self.device = device
         self.notes: list[str] = []
         if module is None:
-            self.model, self.format, example_shape = _load_file(path, config, device)
+            self.model, self.format, example_shape, load_notes = _load_file(path, config, device)
+            self.notes.extend(load_notes)
         else:
             self.model, self.format, example_shape = module.to(device), "in-memory nn.Module", None
         self._frozen = _Frozen(self.model)
