@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -500,6 +501,10 @@ def _scan(config: object) -> None:
     from robaudit.allocator import tune_malloc
 
     tune_malloc()  # before the first tensor: this process's own allocator, never a library user's
+    # The converted graph's modules warn about their own code on every forward pass (onnx2pytorch's
+    # Gather indexes with a list); that is noise to someone auditing a model. The CLI owns this process's
+    # warning filters; the library leaves its user's alone.
+    warnings.filterwarnings("ignore", module=r"onnx2(pytorch|torch)\.")
     from robaudit.api import run_audit
     from robaudit.config import AuditConfig
     from robaudit.gate import Check, compare_baseline, evaluate_checks

@@ -584,3 +584,49 @@ def test_bypassing_identities_keeps_names_that_outputs_and_subgraphs_use() -> No
     assert [n.output[0] for n in graph.node if n.op_type == "Identity"] == ["w_out", "w_in_branch"]
     assert next(n for n in graph.node if n.op_type == "Mul").input[1] == "w"
     assert bypass_initializer_identities(graph) == 0
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_a_float16_graph_is_fed_float16_and_attacked_through_casts(
+    tmp_path: Path, holdout_x: torch.Tensor, dynamo: bool
+) -> None:
+    """Deployment exports are often float16 end to end; robaudit works in float32 around them."""
+    from tests.conftest import quiet_export
+
+    half = small_cnn().half().eval()
+    path = tmp_path / "half.onnx"
+    x = torch.rand(2, 1, 28, 28).half()
+    if dynamo:
+        quiet_export(half, (x,), dynamo=True, dynamic_shapes=({0: torch.export.Dim("batch")},)).save(
+            str(path)
+        )  # type: ignore[attr-defined]
+    else:
+        quiet_export(half, (x,), str(path), dynamo=False, opset_version=13, input_names=["x"], dynamic_axes={"x": {0: "N"}})  # fmt: skip
+    assert onnx.load(str(path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    handle, adapter = bind(path, holdout_x)
+    assert any("takes float16 input" in n for n in handle.notes)
+    assert adapter.capabilities.gradients, adapter.capabilities.gradient_note
+    expected = half(holdout_x.half()).float()
+    torch.testing.assert_close(adapter.predict_logits(holdout_x), expected, atol=2e-2, rtol=1e-2)
+    z = holdout_x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(adapter.logits(z)[:, 0].sum(), z)
+    assert grad.dtype == torch.float32 and grad.abs().sum() > 0
+
+
+def test_an_integer_input_graph_is_refused_in_one_line(tmp_path: Path) -> None:
+    from tests.conftest import quiet_export
+
+    class TakesBytes(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = small_cnn()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x.float() / 255.0)
+
+    path = tmp_path / "uint8.onnx"
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    quiet_export(TakesBytes().eval(), (x,), str(path), dynamo=False, opset_version=13, input_names=["x"], dynamic_axes={"x": {0: "N"}})  # fmt: skip
+    with pytest.raises(InputError, match=r"input 'x' is of type UINT8; attacks need a float input") as info:
+        load_model(AuditConfig(model=path), CPU)
+    assert str(path) in str(info.value)

@@ -124,6 +124,26 @@ def rescales_from_255(graph: onnx.GraphProto, input_name: str) -> bool:
     return abs(factor - target) <= 1e-6 * target
 
 
+FLOAT_INPUTS: dict[int, type[np.floating]] = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+}
+
+
+class _InDtype(torch.nn.Module):
+    """A converted float16 or float64 graph seen as float32: the input is cast to the graph's type and
+    the output back (autograd differentiates through both casts)."""
+
+    def __init__(self, inner: torch.nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.to(self.dtype)).float()
+
+
 def _graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
@@ -300,6 +320,20 @@ class OnnxModelHandle:
                 f"{path.name}: the graph first scales its input by 1/255 (a Keras Rescaling layer, say), so it "
                 f"likely takes pixels on 0..255; if so, pass --input-range 0,255"
             )
+        elem_type = graph_input.type.tensor_type.elem_type
+        if elem_type not in FLOAT_INPUTS:
+            raise InputError(
+                f"{path}: input {graph_input.name!r} is of type {onnx.TensorProto.DataType.Name(elem_type)}; "
+                f"attacks need a float input to perturb: export the model with a float32 input (casting "
+                f"inside the graph if it needs to)"
+            )
+        # float16 and float64 graphs are fed and read in their own type; robaudit works in float32.
+        self.input_dtype = FLOAT_INPUTS[elem_type]
+        if self.input_dtype == np.float16:
+            self.notes.append(
+                f"{path.name}: takes float16 input, so every image, adversarial ones included, is rounded to "
+                f"float16 on its way in (steps of up to 4.9e-4 on [0, 1])"
+            )
         dims = _dims(graph_input)
         if len(dims) != 4:
             raise InputError(
@@ -332,7 +366,8 @@ class OnnxModelHandle:
         self.output_name = self.session.get_outputs()[0].name
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0])
+        feed = x.astype(self.input_dtype, copy=False)
+        return np.asarray(self.session.run([self.output_name], {self.input_name: feed})[0], dtype=np.float32)
 
     def _preprocessing(self) -> Preprocessing:
         c = self.config
@@ -465,9 +500,12 @@ class OnnxModelHandle:
             use_channels_last(module)
         for p in module.parameters():
             p.requires_grad_(False)
+        typed: torch.nn.Module = module
+        if self.input_dtype != np.float32:
+            typed = _InDtype(module, torch.from_numpy(np.zeros(0, dtype=self.input_dtype)).dtype)
         if self.fixed_batch is None:
-            return module
-        candidate = fixed_batch_module(module, self.fixed_batch)
+            return typed
+        candidate = fixed_batch_module(typed, self.fixed_batch)
         if hasattr(candidate, "probe"):
             candidate.probe(pre.apply(probe_x01.to(self.device)))
         return candidate
