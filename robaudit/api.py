@@ -153,9 +153,13 @@ def _choose_data(config: AuditConfig, declared: tuple[int, int, int] | None, acc
     if (declared == MNIST_SHAPE) or (declared is None and accepts_mnist):
         log.info("no --data given: the model takes 1x28x28 images, so using the bundled MNIST test set")
         return MNIST_NAME
-    shape = "x".join(map(str, declared)) if declared else "an unknown shape"
+    takes = (
+        f"takes {'x'.join(map(str, declared))} images" if declared else "does not take MNIST's 1x28x28 images"
+    )
+    if declared:
+        takes += ", not MNIST's 1x28x28"
     raise UsageError(
-        f"--data: missing; the model takes {shape} images, not MNIST's 1x28x28, so pass --data "
+        f"--data: missing; the model {takes}, so pass --data "
         f"(an .npz, an .npy with --labels, or an image folder)"
     )
 

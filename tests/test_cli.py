@@ -217,6 +217,19 @@ def test_no_data_for_non_mnist_shape_is_a_usage_error(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+def test_no_data_for_a_model_of_undeclared_shape_that_refuses_mnist(tmp_path: Path) -> None:
+    from tests.conftest import SmallCNN, quiet_export
+
+    torch.manual_seed(0)
+    path = tmp_path / "rgb_dynamic.onnx"
+    quiet_export(
+        SmallCNN(channels=3).eval(), (torch.rand(1, 3, 28, 28),), str(path), dynamo=False, opset_version=13,
+        input_names=["x"], dynamic_axes={"x": {0: "N", 2: "H", 3: "W"}},
+    )  # fmt: skip
+    line = assert_one_error_line(scan(path), 2)
+    assert "the model does not take MNIST's 1x28x28 images, so pass --data" in line
+
+
 # --- 4. bad input: exit 3, one line naming the file, nothing written ------------------------------------
 
 
