@@ -406,7 +406,13 @@ def _prepare_with(
     declared = handle.declared_shape
     accepts_mnist = declared is None and config.data is None and handle.accepts(MNIST_SHAPE)
     data_spec = _choose_data(config, declared, accepts_mnist)
-    dataset = open_dataset(data_spec, labels=config.labels, npz_keys=config.npz_keys, expected_shape=declared)
+    dataset = open_dataset(
+        data_spec,
+        labels=config.labels,
+        npz_keys=config.npz_keys,
+        expected_shape=declared,
+        resize=config.resize,
+    )
     dataset.validate(config.input_range, num_classes=None)
     indices = np.arange(len(dataset))
     if config.limit is not None:
@@ -600,6 +606,7 @@ def _audit(
             "batch_size": prepared.batch_size,
             "batch_size_auto": config.batch_size == "auto",
             "channels_last": config.channels_last,
+            "resize": list(config.resize) if config.resize else None,
             "tf32": config.tf32,
             "batch_size_used": records.batch_size_used,
             "device": str(adapter.device),

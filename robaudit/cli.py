@@ -59,6 +59,20 @@ def _pair(text: str, flag: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _size(text: str | None) -> tuple[int, int] | None:
+    """``--resize 224`` or ``--resize 224,224`` (height, width)."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2):
+        _fail(f"--resize {text}: write it as HEIGHT,WIDTH or SIZE, e.g. 224,224 or 224", ExitCode.USAGE_ERROR)
+    return (sides[0], sides[-1])
+
+
 def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
     if text is None:
         return None
@@ -97,7 +111,7 @@ _CONFIG_KEYS = {
     "attack": "attacks", "norm": "norms", "steps": "steps", "restarts": "restarts",
     "rel_step_size": "rel_step_size", "loss": "loss", "pixels": "pixels", "population": "population",
     "generations": "generations", "target": "target", "attack_kwargs": "attack_kwargs", "eps": "eps",
-    "input_range": "input_range", "mean": "mean", "std": "std", "layout": "layout", "output": "output",
+    "input_range": "input_range", "resize": "resize", "mean": "mean", "std": "std", "layout": "layout", "output": "output",
     "arch": "arch", "arch_kwargs": "arch_kwargs", "trust_model": "trust_model", "device": "device",
     "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "channels_last": "channels_last", "tf32": "tf32", "json_path": "json_path",
     "html": "html_path", "markdown": "markdown_path", "per_sample": "per_sample_path",
@@ -245,6 +259,13 @@ def scan(
         ),
     ] = None,
     eps: Annotated[list[str] | None, typer.Option(help=EPS_HELP)] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option(
+            help="Image folders: resize every image to HEIGHT,WIDTH (or SIZE,SIZE): the shorter side scaled "
+            "to cover it, then centre-cropped (bilinear). eps applies to the resized images."
+        ),
+    ] = None,
     input_range: Annotated[
         str,
         typer.Option(
@@ -422,6 +443,7 @@ def scan(
             attack_kwargs=_attack_kwargs(attack_kwargs or []),
             eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
             input_range=_pair(input_range, "--input-range"),
+            resize=_size(resize),
             mean=_floats(mean, "--mean"),
             std=_floats(std, "--std"),
             layout=layout,

@@ -78,6 +78,8 @@ class AuditConfig(BaseModel):
     limit: int | None = Field(default=None, gt=0)
 
     input_range: tuple[float, float] = (0.0, 1.0)
+    # Image folders only: each image's shorter side scaled to cover (height, width), then centre-cropped.
+    resize: tuple[int, int] | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     layout: Layout = "auto"
@@ -148,6 +150,13 @@ class AuditConfig(BaseModel):
     def _range_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
         if not value[0] < value[1]:
             raise ValueError("the low end must be below the high end, e.g. 0,1 or 0,255")
+        return value
+
+    @field_validator("resize")
+    @classmethod
+    def _size_positive(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError("both sides must be at least 1 pixel, e.g. 224,224")
         return value
 
     @field_validator("std")

@@ -66,6 +66,7 @@ class DataSection(_Section):
     labels: str | None = None
     npz_keys: tuple[str, str] = ("x", "y")
     limit: int | None = Field(default=None, gt=0)
+    resize: tuple[int, int] | None = None  # image folders: [height, width]
 
 
 class AttackEntry(_Section):
@@ -300,6 +301,7 @@ def config_values(profile: Profile) -> dict[str, Any]:
         "data": p.data.path,
         "labels": p.data.labels,
         "npz_keys": p.data.npz_keys,
+        "resize": p.data.resize,
         "limit": p.data.limit,
         "attacks": tuple(e.name for e in p.attacks),
         "attack_specs": tuple(specs),

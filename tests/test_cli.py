@@ -833,3 +833,28 @@ def test_a_converted_graph_s_own_warnings_stay_out_of_the_terminal(exports: dict
     )
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr and "Warning" not in done.stdout
+
+
+def test_resize_lets_a_folder_of_larger_images_be_audited(tmp_path: Path) -> None:
+    """MNIST digits saved at other sizes, as photos come: refused with the flag to pass, then audited
+    with it, the setting recorded."""
+    from PIL import Image
+
+    root = tmp_path / "big"
+    for k, png in enumerate(sorted((REPO / "tests" / "assets").glob("mnist_*.png"))):
+        digit = png.stem.rsplit("_", 1)[1]
+        (root / digit).mkdir(parents=True, exist_ok=True)
+        side = (56, 84)[k % 2]
+        Image.open(png).resize((side, side), Image.Resampling.BILINEAR).save(root / digit / png.name)
+    line = assert_one_error_line(scan(MNIST_CNN, "--data", root), 3)
+    assert "but the model takes 28x28; pass --resize 28,28" in line
+    out = tmp_path / "r.json"
+    assert_ok(scan(MNIST_CNN, "--data", root, "--resize", "28", "--json", out))
+    report = json.loads(out.read_text())
+    from tests.test_report_json import validate_result
+
+    validate_result(report)
+    assert report["settings"]["resize"] == [28, 28]
+    assert report["n_clean_correct"] >= 15  # of 20: the digits survive the round trip through other sizes
+    assert any("resized to 28x28" in note for note in report["notes"])
+    assert_one_error_line(scan(MNIST_CNN, "--data", root, "--resize", "28x28"), 2)

@@ -363,6 +363,45 @@ def test_image_folder_reads_an_empty_selection_as_no_rows(tmp_path: Path) -> Non
         assert raw.shape == shape and raw.dtype == np.uint8
 
 
+def _two_tone(path: Path, width: int, height: int) -> None:
+    """Black left half, white right half."""
+    pixels = np.zeros((height, width), dtype=np.uint8)
+    pixels[:, width // 2 :] = 255
+    Image.fromarray(pixels).save(path)
+
+
+def test_resize_scales_the_shorter_side_to_cover_and_crops_the_centre(tmp_path: Path) -> None:
+    """A 64x32 (width x height) two-tone image needs no scaling to cover 32x32: the crop keeps columns
+    16-47, half black and half white; a 128x64 one is halved first, with the same result away from the
+    edge (bilinear blends the columns next to it). A 20x30 one is scaled up to cover 32x32."""
+    root = tmp_path / "imgs"
+    (root / "a").mkdir(parents=True)
+    _two_tone(root / "a" / "0_wide.png", 64, 32)
+    _two_tone(root / "a" / "1_wider.png", 128, 64)
+    _two_tone(root / "a" / "2_small.png", 20, 30)
+    ds = open_dataset(str(root), resize=(32, 32))
+    assert ds.sample_shape == (1, 32, 32)
+    assert any("resized to 32x32" in n and "centre-cropped" in n for n in ds.notes)
+    raw = ds.read(np.arange(3))
+    assert raw.shape == (3, 32, 32)
+    np.testing.assert_array_equal(raw[0][:, :16], 0)
+    np.testing.assert_array_equal(raw[0][:, 16:], 255)
+    np.testing.assert_array_equal(raw[1][:, :15], 0)
+    np.testing.assert_array_equal(raw[1][:, 17:], 255)
+    assert raw[2][:, :8].max() < 128 and raw[2][:, 24:].min() > 128  # still black left, white right
+    tall = open_dataset(str(root), resize=(40, 20))  # height 40, width 20
+    assert tall.sample_shape == (1, 40, 20) and tall.read(np.arange(3)).shape == (3, 40, 20)
+
+
+def test_resize_is_for_image_folders_only(tmp_path: Path) -> None:
+    from robaudit.errors import UsageError
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x=_uint8_images(n=2), y=np.array([0, 1]))
+    with pytest.raises(UsageError, match="--resize: applies to image folders"):
+        open_dataset(str(path), resize=(28, 28))
+
+
 def test_image_folder_expected_shape_mismatch_names_file(tmp_path: Path) -> None:
     root = tmp_path / "cifar"
     _image_folder(root, "cifar10")

@@ -279,3 +279,9 @@ def test_batch_size_auto_in_a_profile_reaches_the_config() -> None:
 def test_tf32_in_a_profile_reaches_the_config_and_defaults_to_full_fp32() -> None:
     assert config_values(parse_profile("version: 1\ntf32: true\n", "audit.yaml"))["tf32"] is True
     assert config_values(parse_profile("version: 1\n", "audit.yaml"))["tf32"] is False
+
+
+def test_resize_in_a_profile_reaches_the_config() -> None:
+    values = config_values(parse_profile("version: 1\ndata:\n  resize: [224, 224]\n", "audit.yaml"))
+    assert values["resize"] == (224, 224)
+    assert config_values(parse_profile("version: 1\n", "audit.yaml"))["resize"] is None

@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from robaudit.errors import InputError
+from robaudit.errors import InputError, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 MNIST_NAME = "mnist"
@@ -356,7 +357,9 @@ def _open_npy_pair(path: Path, labels_path: Path, expected: tuple[int, int, int]
     )
 
 
-def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dataset:
+def _open_image_folder(
+    root: Path, expected: tuple[int, int, int] | None, resize: tuple[int, int] | None = None
+) -> Dataset:
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -381,7 +384,8 @@ def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dat
                     raise InputError(
                         f"{p}: {im.mode} images (16-bit or float) are not supported; save 8-bit PNG or JPEG"
                     )
-                return np.asarray(im.convert("L" if channels == 1 else "RGB"))
+                converted = im.convert("L" if channels == 1 else "RGB")
+                return np.asarray(converted if resize is None else cover_and_crop(converted, resize))
         except Image.DecompressionBombError:
             raise InputError(
                 f"{p}: decodes to more pixels than Pillow's decompression-bomb limit allows; remove it, or "
@@ -402,9 +406,14 @@ def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dat
     layout = "nhw" if first.ndim == 2 else "nhwc"
     sample = (channels, first.shape[0], first.shape[1])
     if expected is not None and sample != expected:
+        how = (
+            f"pass --resize {expected[1]},{expected[2]}"
+            if resize is None
+            else f"pass --resize {expected[1]},{expected[2]}, the model's input size"
+        )
         raise InputError(
-            f"{files[0]}: image is {first.shape[1]}x{first.shape[0]} pixels but the model takes "
-            f"{expected[2]}x{expected[1]}; resize the images to the model's input size"
+            f"{files[0]}: image is {first.shape[1]}x{first.shape[0]} pixels{' after --resize' if resize else ''} "
+            f"but the model takes {expected[2]}x{expected[1]}; {how}"
         )
 
     def read(idx: np.ndarray) -> np.ndarray:
@@ -414,7 +423,7 @@ def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dat
             if img.shape != first.shape:
                 raise InputError(
                     f"{files[int(i)]}: image has shape {img.shape}, unlike {files[0].name}'s {first.shape}; "
-                    f"give all images the model's input size"
+                    f"give all images the model's input size, or pass --resize HEIGHT,WIDTH"
                 )
             out.append(img[None])
         return np.concatenate(out)
@@ -429,7 +438,28 @@ def _open_image_folder(root: Path, expected: tuple[int, int, int] | None) -> Dat
         read=read,
         sha256=_sha256_files(files),
         class_names=classes,
+        notes=[
+            f"{root}: images resized to {resize[0]}x{resize[1]} (height x width): shorter side scaled to "
+            f"cover it, then centre-cropped, bilinear; eps applies to the resized images"
+        ]
+        if resize
+        else [],
     )
+
+
+def cover_and_crop(image: Any, size: tuple[int, int]) -> Any:
+    """``image`` (a PIL image) scaled so that it covers ``size`` (height, width), keeping its aspect
+    ratio, then centre-cropped to it: torchvision's Resize + CenterCrop when the target is square.
+    Bilinear with Pillow's antialiasing, so a large image is not aliased on its way down."""
+    from PIL import Image
+
+    height, width = size
+    scale = max(height / image.height, width / image.width)
+    scaled = (max(width, round(image.width * scale)), max(height, round(image.height * scale)))
+    if scaled != image.size:
+        image = image.resize(scaled, Image.Resampling.BILINEAR)
+    left, top = (image.width - width) // 2, (image.height - height) // 2
+    return image.crop((left, top, left + width, top + height))
 
 
 def _read_idx(raw: bytes, magic: int) -> np.ndarray:
@@ -467,8 +497,15 @@ def open_dataset(
     labels: Path | None = None,
     npz_keys: tuple[str, str] = ("x", "y"),
     expected_shape: tuple[int, int, int] | None = None,
+    resize: tuple[int, int] | None = None,
 ) -> Dataset:
-    """Open ``spec``: ``mnist``, an .npz, an .npy (with ``labels``), or an image folder."""
+    """Open ``spec``: ``mnist``, an .npz, an .npy (with ``labels``), or an image folder (whose images
+    ``resize`` brings to (height, width))."""
+    path = Path(spec)
+    if resize is not None and not path.is_dir():
+        raise UsageError(
+            f"--resize: applies to image folders, and --data {spec} holds arrays; resize them before saving"
+        )
     if spec == MNIST_NAME:
         ds = open_mnist()
         if expected_shape is not None and expected_shape != MNIST_SHAPE:
@@ -477,13 +514,12 @@ def open_dataset(
                 f"{'x'.join(map(str, expected_shape))}; pass --data with images of the model's input shape"
             )
         return ds
-    path = Path(spec)
     if not path.exists():
         raise InputError(
             f"--data {spec}: no such file or folder; give an .npz, an .npy, an image folder or 'mnist'"
         )
     if path.is_dir():
-        return _open_image_folder(path, expected_shape)
+        return _open_image_folder(path, expected_shape, resize)
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return _open_npz(path, npz_keys, expected_shape)
