@@ -630,3 +630,102 @@ def test_an_integer_input_graph_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"input 'x' is of type UINT8; attacks need a float input") as info:
         load_model(AuditConfig(model=path), CPU)
     assert str(path) in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The sample LeNet quantized to int8 by ONNX Runtime's own static quantization, calibrated on 64
+    holdout images, in both of its formats: QDQ (the default) and QOperator."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    folder = tmp_path_factory.mktemp("int8")
+    source = SAMPLES / "mnist_cnn.onnx"
+    prepared = folder / "prepared.onnx"
+    quant_pre_process(str(source), str(prepared))
+    with np.load(SAMPLES / "mnist_holdout.npz") as npz:
+        x = (npz["x"][:64].astype(np.float32) / 255.0)[:, None]
+    name = onnx.load(str(source)).graph.input[0].name
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{name: x[i : i + 8]} for i in range(0, 64, 8)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    paths = {}
+    for fmt in (QuantFormat.QDQ, QuantFormat.QOperator):
+        paths[fmt.name] = folder / f"int8_{fmt.name}.onnx"
+        quantize_static(str(prepared), str(paths[fmt.name]), Calibration(), quant_format=fmt)
+    return paths
+
+
+def test_a_quantized_qdq_graph_is_attacked_through_its_float_surrogate(
+    quantized: dict[str, Path], holdout_x: torch.Tensor
+) -> None:
+    from robaudit.api import run_audit
+
+    path = quantized["QDQ"]
+    handle, adapter = bind(path, holdout_x)
+    assert adapter.capabilities.gradients and "float surrogate" in (adapter.capabilities.converter or "")
+    note = next(n for n in handle.notes if "quantized graph" in n)
+    agreement = float(note.split("predicts as ONNX Runtime on ")[1].split("%")[0])
+    assert agreement >= 95.0
+    result = run_audit(
+        AuditConfig(
+            model=path, data=str(SAMPLES / "mnist_holdout.npz"), limit=300, attacks=("fgsm",), checks=False
+        )
+    )
+    assert result.rows[0].n_robust < result.n_clean_correct  # examples confirmed on the int8 graph itself
+
+
+def test_the_float_surrogate_dequantizes_weights_exactly_and_keeps_saturation(
+    quantized: dict[str, Path],
+) -> None:
+    """Each dequantized weight equals what ONNX Runtime's own DequantizeLinear computes from the int8
+    weight; no quantized operator is left; each activation rounding became a Clip at the int8 range."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    from robaudit.models.quantized import float_surrogate
+
+    model = onnx.load(str(quantized["QDQ"]))
+    surrogate, how = float_surrogate(model)
+    assert surrogate is not None, how
+    assert not {n.op_type for n in surrogate.graph.node} & {"QuantizeLinear", "DequantizeLinear"}
+    floats = {t.name: onnx.numpy_helper.to_array(t) for t in surrogate.graph.initializer}
+    inits = {t.name: t for t in model.graph.initializer}
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    assert weights
+    for node in weights:
+        graph = helper.make_graph(
+            [
+                helper.make_node(
+                    "DequantizeLinear",
+                    list(node.input),
+                    ["w"],
+                    name="dq",
+                    **{a.name: helper.get_attribute_value(a) for a in node.attribute},
+                )
+            ],
+            "dq",
+            [],
+            [helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT, None)],
+            initializer=[inits[i] for i in node.input if i],
+        )
+        single = helper.make_model(graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+        expected = ort.InferenceSession(single.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            None, {}
+        )[0]
+        np.testing.assert_array_equal(floats[node.output[0]], expected)
+    pairs = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in inits]
+    assert sum(n.op_type == "Clip" for n in surrogate.graph.node) == len(pairs) > 0
+
+
+def test_a_qoperator_graph_says_why_it_has_no_surrogate(
+    quantized: dict[str, Path], holdout_x: torch.Tensor
+) -> None:
+    _, adapter = bind(quantized["QOperator"], holdout_x)
+    assert not adapter.capabilities.gradients
+    assert "float surrogate: quantized operators remain (" in (adapter.capabilities.gradient_note or "")

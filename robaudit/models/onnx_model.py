@@ -33,6 +33,7 @@ from robaudit.models.base import (
 from robaudit.models.layout import use_channels_last
 from robaudit.models.onnx_safety import check_initializer_sizes, load_external_data_safely
 from robaudit.models.ort_install import import_onnxruntime
+from robaudit.models.quantized import float_surrogate, is_qdq
 from robaudit.models.torch_model import _one_line
 from robaudit.precision import ort_cuda_options
 
@@ -123,6 +124,10 @@ def rescales_from_255(graph: onnx.GraphProto, input_name: str) -> bool:
     target = 1 / 255 if node.op_type == "Mul" else 255.0
     return abs(factor - target) <= 1e-6 * target
 
+
+# A quantized graph's float surrogate must predict the class ONNX Runtime predicts on this share of the
+# first batch: int8 rounding moves logits (so they cannot match to 1e-4), but should rarely move a class.
+SURROGATE_AGREEMENT = 0.95
 
 FLOAT_INPUTS: dict[int, type[np.floating]] = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -436,7 +441,8 @@ class OnnxModelHandle:
 
         Each converter is first tried in a child, where a crash or hang in it stays. When every
         conversion that ran disagrees with ONNX Runtime the run stops: gradients from a graph that
-        computes something else cannot be trusted.
+        computes something else cannot be trusted. A quantized (QDQ) graph that no converter takes gets
+        its float surrogate instead (see ``quantized``), held to the same predictions, not logits.
         """
         attempts, failures = import_converters()
         reference_2d = torch.from_numpy(reference.reshape(reference.shape[0], -1).astype(np.float32))
@@ -444,32 +450,11 @@ class OnnxModelHandle:
         disagreements: list[tuple[str, float]] = []
         tried: list[str] = []  # why converters tried before the one used failed
         for name, _ in attempts:
-            trouble = trial_conversion(
-                functools.partial(trial_convert, self.model, name),
-                self.model.SerializeToString,
-                self.model.ByteSize(),
-                converter=name,
-            )
-            if trouble is not None:
-                tried.append(f"{name}: the conversion {trouble} in an isolated process")
+            candidate, outputs, failure = self._attempt(name, self.model, pre, probe_x01, reference_2d)
+            if outputs is None or candidate is None:
+                tried.append(f"{name}: {failure}")
                 continue
-            try:
-                candidate = self._ready(convert_with(name, self.model), pre, probe_x01)
-                with torch.no_grad():
-                    converted = candidate(pre.apply(probe_x01.to(self.device))).float().cpu()
-            except Exception as exc:  # noqa: BLE001 - any failure of a converter's module is that converter's
-                if is_out_of_memory(exc):
-                    raise
-                tried.append(f"{name}: {_one_line(exc, 160)}")
-                continue
-            converted = converted.reshape(converted.shape[0], -1)
-            if converted.shape != reference_2d.shape:
-                tried.append(
-                    f"{name}: outputs of shape {tuple(converted.shape)} where ONNX Runtime gives "
-                    f"{tuple(reference_2d.shape)}"
-                )
-                continue
-            gap = float((converted - reference_2d).abs().max())
+            gap = float((outputs - reference_2d).abs().max())
             if gap <= tolerance:
                 if tried:
                     self.notes.append(f"{self.path.name}: converted with {name} after " + "; ".join(tried))
@@ -484,12 +469,86 @@ class OnnxModelHandle:
                 f"tolerance {tolerance:.3g}); its gradients cannot be trusted: report the model to "
                 f"robaudit, or raise --parity-atol if the gap is acceptable"
             )
+        if is_qdq(self.model.graph):
+            found = self._surrogate(attempts, pre, probe_x01, reference_2d)
+            if isinstance(found, tuple):
+                return found
+            tried.append(found)
         return (
             None,
             None,
             None,
             "the graph could not be converted to PyTorch (" + "; ".join(failures + tried) + ")",
         )
+
+    def _attempt(
+        self,
+        name: str,
+        model: onnx.ModelProto,
+        pre: Preprocessing,
+        probe_x01: torch.Tensor,
+        reference_2d: torch.Tensor,
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, torch.Tensor | None, str]:
+        """Convert ``model`` with converter ``name`` (tried in a child first) and run it on the probe
+        batch: (module, its outputs as (N, K), ''), or (None, None, what went wrong)."""
+        trouble = trial_conversion(
+            functools.partial(trial_convert, model, name),
+            model.SerializeToString,
+            model.ByteSize(),
+            converter=name,
+        )
+        if trouble is not None:
+            return None, None, f"the conversion {trouble} in an isolated process"
+        try:
+            candidate = self._ready(convert_with(name, model), pre, probe_x01)
+            with torch.no_grad():
+                converted = candidate(pre.apply(probe_x01.to(self.device))).float().cpu()
+        except Exception as exc:  # noqa: BLE001 - any failure of a converter's module is that converter's
+            if is_out_of_memory(exc):
+                raise
+            return None, None, _one_line(exc, 160)
+        converted = converted.reshape(converted.shape[0], -1)
+        if converted.shape != reference_2d.shape:
+            return (
+                None,
+                None,
+                (
+                    f"outputs of shape {tuple(converted.shape)} where ONNX Runtime gives {tuple(reference_2d.shape)}"
+                ),
+            )
+        return candidate, converted, ""
+
+    def _surrogate(
+        self,
+        attempts: list[tuple[str, Converter]],
+        pre: Preprocessing,
+        probe_x01: torch.Tensor,
+        reference_2d: torch.Tensor,
+    ) -> tuple[Callable[[torch.Tensor], torch.Tensor], str, float, None] | str:
+        """The float surrogate of a quantized graph, converted, when it predicts what ONNX Runtime
+        predicts on at least ``SURROGATE_AGREEMENT`` of the probe batch; else why not, in words."""
+        surrogate, how = float_surrogate(self.model)
+        if surrogate is None:
+            return f"float surrogate: {how}"
+        reasons = []
+        for name, _ in attempts:
+            candidate, outputs, failure = self._attempt(name, surrogate, pre, probe_x01, reference_2d)
+            if outputs is None or candidate is None:
+                reasons.append(f"{name}: {failure}")
+                continue
+            agreement = float((outputs.argmax(1) == reference_2d.argmax(1)).float().mean())
+            gap = float((outputs - reference_2d).abs().max())
+            if agreement < SURROGATE_AGREEMENT:
+                reasons.append(f"{name}: predicts as ONNX Runtime on only {agreement:.1%} of the first batch")
+                continue
+            self.notes.append(
+                f"{self.path.name}: quantized graph (QuantizeLinear/DequantizeLinear): gradients come from its "
+                f"float surrogate ({how}; straight-through, as BPDA), converted with {name}; it predicts as "
+                f"ONNX Runtime on {agreement:.1%} of the first batch, with logits up to {gap:.3g} apart. Every "
+                f"adversarial example is still confirmed on the quantized graph"
+            )
+            return candidate, f"{name} (float surrogate of the quantized graph)", gap, None
+        return "float surrogate: " + "; ".join(reasons)
 
     def _ready(
         self, module: torch.nn.Module, pre: Preprocessing, probe_x01: torch.Tensor
