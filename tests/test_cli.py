@@ -858,3 +858,21 @@ def test_resize_lets_a_folder_of_larger_images_be_audited(tmp_path: Path) -> Non
     assert report["n_clean_correct"] >= 15  # of 20: the digits survive the round trip through other sizes
     assert any("resized to 28x28" in note for note in report["notes"])
     assert_one_error_line(scan(MNIST_CNN, "--data", root, "--resize", "28x28"), 2)
+
+
+def test_a_trusted_pickle_whose_class_lived_in_the_saving_script_is_an_input_error(tmp_path: Path) -> None:
+    """torch.save(model) from a notebook pickles a reference to __main__.Net, which no other process has."""
+    path = tmp_path / "notebook_model.pt"
+    saver = (
+        "import sys, torch\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.fc = torch.nn.Linear(784, 10)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(x.flatten(1))\n"
+        "torch.save(Net(), sys.argv[1])\n"
+    )
+    subprocess.run([sys.executable, "-c", saver, str(path)], check=True)
+    line = assert_one_error_line(scan(path, "--trust-model", "--limit", "10"), 3)
+    assert str(path) in line and "Can't get attribute 'Net'" in line and "--arch module:ClassName" in line

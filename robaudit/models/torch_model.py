@@ -117,7 +117,15 @@ def _load_file(
             raise InputError(
                 f"{path}: holds a pickled Python object, and loading it would run arbitrary code; {PICKLE_ADVICE}"
             ) from None
-        obj = torch.load(str(path), map_location=device, weights_only=False)
+        try:
+            obj = torch.load(str(path), map_location=device, weights_only=False)
+        except (AttributeError, ImportError) as exc:  # the pickle names a class this process cannot find
+            raise InputError(
+                f"{path}: the pickled model needs code robaudit cannot import ({_one_line(exc)}); a class "
+                f"defined in the saving script or notebook (__main__) is not importable: save the model's "
+                f"state_dict and pass --arch module:ClassName, or re-save it with torch.jit.save or "
+                f"torch.export.save"
+            ) from None
     except Exception as exc:  # noqa: BLE001
         raise InputError(
             f"{path}: not a readable model file ({_one_line(exc)}); give a .onnx, TorchScript, .pt2 or state_dict"
