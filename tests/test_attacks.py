@@ -170,3 +170,63 @@ def test_results_do_not_depend_on_batch_size(exports: dict[str, Path], small_npz
             assert np.array_equal(a, b)
     # The attack did something: some clean-correct samples are flipped at eps 0.2.
     assert (outcomes[0][1][1] != outcomes[0][0]).any()
+
+
+class _OneScore(torch.nn.Module):
+    """The two-class linear model as a binary classifier with one output: class 1's logit minus class
+    0's, optionally through a sigmoid (Keras' Dense(1, activation="sigmoid"))."""
+
+    def __init__(self, model: Linear, sigmoid: bool, scale: float = 1.0) -> None:
+        super().__init__()
+        w, b = model.fc.weight.detach(), model.fc.bias.detach()
+        self.fc = torch.nn.Linear(w.shape[1], 1)
+        with torch.no_grad():
+            self.fc.weight.copy_(scale * (w[1] - w[0])[None])
+            self.fc.bias.copy_(scale * (b[1] - b[0])[None])
+        self.sigmoid = sigmoid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.fc(x.flatten(1))
+        return torch.sigmoid(z) if self.sigmoid else z
+
+
+@pytest.mark.parametrize("sigmoid", [False, True])
+def test_a_one_output_binary_classifier_gets_the_exact_fgsm_answer(tmp_path: Path, sigmoid: bool) -> None:
+    """A single logit (or its sigmoid, exported to ONNX, whose final Sigmoid robaudit removes) is read
+    as two classes; FGSM's robust accuracy is then the exact one of the equivalent two-class model."""
+    from tests.conftest import quiet_export
+
+    model, x, y = linear_problem()
+    path = tmp_path / "binary.onnx"
+    quiet_export(_OneScore(model, sigmoid).eval(), (x[:2],), str(path), dynamo=False, opset_version=13, input_names=["x"], dynamic_axes={"x": {0: "N"}})  # fmt: skip
+    data = tmp_path / "linear.npz"
+    np.savez(data, x=x.numpy(), y=y.numpy())
+    eps = (0.02, 0.05, 0.1)
+    result = run_audit(AuditConfig(model=path, data=str(data), eps=eps, batch_size=64, checks=False))
+    assert result.clean_accuracy == pytest.approx(float((model(x).argmax(1) == y).float().mean()))
+    for row in result.rows:
+        assert row.robust_accuracy == pytest.approx(
+            float(exact_robust(model, x, y, row.eps, "linf").float().mean())
+        )
+    assert any("Sigmoid over one score" in n for n in result.notes) is sigmoid
+
+
+def test_a_confident_one_logit_model_still_has_a_gradient() -> None:
+    """With |z| between 17 and 80, sigmoid(z) is exactly 0 or 1 in float32 while exp(-|z|) is not yet
+    zero; the cross-entropy gradient must still reach the input (a constant class-0 logit of 0 left it
+    exactly zero, and PGD stood still)."""
+    from robaudit.models.base import detect_output_kind, to_logits
+
+    model, x, y = linear_problem(400)
+    binary = _OneScore(model, sigmoid=False, scale=40.0).eval()
+    z = binary(x).detach()
+    confident = (z.abs() > 17) & (z.abs() < 80)
+    x, z = x[confident[:, 0]], z[confident[:, 0]]
+    assert len(x) >= 20
+    assert detect_output_kind(z) == "logits" and detect_output_kind(torch.sigmoid(z)) == "probabilities"
+    xr = x.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(
+        to_logits(binary(xr), "logits"), (z[:, 0] > 0).long(), reduction="sum"
+    )
+    (grad,) = torch.autograd.grad(loss, xr)
+    assert bool((grad.flatten(1).abs().sum(1) > 0).all())

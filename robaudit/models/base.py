@@ -55,8 +55,12 @@ class Capabilities:
 
 
 def detect_output_kind(raw: torch.Tensor) -> OutputKind:
-    """Non-negative rows that sum to 1 are probabilities; exp-rows that sum to 1 are log-probabilities."""
+    """Non-negative rows that sum to 1 are probabilities; exp-rows that sum to 1 are log-probabilities.
+    A single score per sample (a binary classifier) is a sigmoid probability when every one lies in
+    [0, 1], else a logit."""
     raw = raw.detach().double()
+    if raw.ndim == 2 and raw.shape[1] == 1:
+        return "probabilities" if bool(((raw >= 0) & (raw <= 1)).all()) else "logits"
     if raw.ndim != 2 or raw.shape[1] < 2:
         return "logits"
     if bool((raw >= 0).all()) and torch.allclose(raw.sum(1), torch.ones_like(raw[:, 0]), atol=1e-3):
@@ -66,12 +70,32 @@ def detect_output_kind(raw: torch.Tensor) -> OutputKind:
     return "logits"
 
 
+def output_classes(width: int) -> int:
+    """The classes a model with ``width`` output scores tells apart: one score is a binary classifier."""
+    return 2 if width == 1 else width
+
+
 def to_logits(raw: torch.Tensor, kind: OutputKind) -> torch.Tensor:
     """Scores whose softmax is the model's distribution, safe to differentiate.
 
     Log-probabilities already are such scores. Probabilities are saturated: their gradients vanish
     (gradient masking), so we take the log, the best that can be done when no logit layer is reachable.
+    A single score (N, 1) is a binary classifier's: class 1's logit z, made (-z/2, z/2), whose softmax
+    is (1 - sigmoid(z), sigmoid(z)); a sigmoid probability p gives z = log p - log(1 - p). Split in
+    halves, not (0, z): with a constant class-0 logit the cross-entropy gradient is exactly zero once
+    sigmoid(z) rounds to 1 in float32 (z > 17), since only class 0's softmax term is left and its logit
+    does not move; split, that term carries the gradient, as it does for any two-logit model.
     """
+    if raw.shape[1] == 1:
+        if kind == "logits":
+            z = raw
+        else:
+            log_p = (
+                raw if kind == "log-probabilities" else torch.log(raw.clamp_min(torch.finfo(raw.dtype).tiny))
+            )
+            log_p = log_p.clamp_max(-torch.finfo(raw.dtype).eps / 2)  # p < 1, so that log(1 - p) is finite
+            z = log_p - torch.log(-torch.expm1(log_p))
+        return torch.cat([-0.5 * z, 0.5 * z], 1)
     if kind == "probabilities":
         return torch.log(raw.clamp_min(torch.finfo(raw.dtype).tiny))
     return raw

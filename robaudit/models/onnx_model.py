@@ -29,6 +29,7 @@ from robaudit.models.base import (
     Preprocessing,
     detect_output_kind,
     fixed_batch_module,
+    output_classes,
 )
 from robaudit.models.layout import use_channels_last
 from robaudit.models.onnx_safety import check_initializer_sizes, load_external_data_safely
@@ -70,29 +71,34 @@ def topological_sort(graph: onnx.GraphProto) -> bool:
     return True
 
 
-def strip_final_softmax(model: onnx.ModelProto) -> bool:
-    """Drop a Softmax that produces the first graph output, so the output is the logits feeding it.
+def strip_final_softmax(model: onnx.ModelProto) -> str | None:
+    """Drop a Softmax that produces the first graph output, so the output is the logits feeding it, or
+    a Sigmoid over a single score (a binary classifier's probability); return the operator dropped.
 
-    Gradients through a saturated softmax vanish (1e-5 to 1e-6 measured on Keras models): attacks
-    must see the logits.
+    Gradients through a saturated softmax vanish (1e-5 to 1e-6 measured on Keras models), and a
+    sigmoid rounds to exactly 1 in float32 once its logit passes 17: attacks must see the logits.
     """
     graph = model.graph
     out_name = graph.output[0].name
     producers = [n for n in graph.node if out_name in n.output]
-    if len(producers) != 1 or producers[0].op_type != "Softmax":
-        return False
+    if len(producers) != 1 or producers[0].op_type not in ("Softmax", "Sigmoid"):
+        return None
+    if producers[0].op_type == "Sigmoid":  # element-wise: a probability only when there is one score
+        dims = graph.output[0].type.tensor_type.shape.dim
+        if not dims or not (dims[-1].HasField("dim_value") and dims[-1].dim_value == 1):
+            return None
     softmax = producers[0]
     consumers = [n for n in graph.node if softmax.input[0] in n.input and n is not softmax]
     other_outputs = [o for o in graph.output[1:] if o.name == softmax.input[0]]
     if consumers or other_outputs:
-        return False  # the logits are used elsewhere; keep the graph whole
+        return None  # the logits are used elsewhere; keep the graph whole
     old = graph.output[0]
     new = helper.make_tensor_value_info(softmax.input[0], old.type.tensor_type.elem_type, None)
     new.type.CopyFrom(old.type)
     graph.node.remove(softmax)
     graph.output.remove(old)
     graph.output.insert(0, new)
-    return True
+    return softmax.op_type
 
 
 def rescales_from_255(graph: onnx.GraphProto, input_name: str) -> bool:
@@ -314,9 +320,15 @@ class OnnxModelHandle:
             self.notes.append(
                 f"{path.name}: {bypassed} Identity node(s) over shared weights bypassed for the conversion"
             )
-        self.stripped_softmax = strip_final_softmax(model)
-        if self.stripped_softmax:
+        stripped = strip_final_softmax(model)
+        self.stripped_softmax = stripped is not None
+        if stripped == "Softmax":
             self.notes.append(f"{path.name}: graph ends in Softmax; attacks use the logits that feed it")
+        elif stripped == "Sigmoid":
+            self.notes.append(
+                f"{path.name}: graph ends in a Sigmoid over one score (a binary classifier); attacks use the "
+                f"logit that feeds it"
+            )
 
         graph_input = _graph_input(model)
         self.input_name = graph_input.name
@@ -416,7 +428,7 @@ class OnnxModelHandle:
         return ModelAdapter(
             name=str(self.path),
             sample_shape=sample_shape,
-            num_classes=int(reference_2d.shape[1]),
+            num_classes=output_classes(int(reference_2d.shape[1])),
             preprocessing=pre,
             output_kind=kind,
             detected_output_kind=detected,

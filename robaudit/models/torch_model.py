@@ -24,6 +24,7 @@ from robaudit.models.base import (
     Preprocessing,
     detect_output_kind,
     fixed_batch_module,
+    output_classes,
 )
 from robaudit.models.layout import use_channels_last
 
@@ -301,7 +302,7 @@ class TorchModelHandle:
         return ModelAdapter(
             name=str(self.path),
             sample_shape=sample_shape,
-            num_classes=int(raw.shape[1]),
+            num_classes=output_classes(int(raw.shape[1])),
             preprocessing=pre,
             output_kind=kind,
             detected_output_kind=detected,
