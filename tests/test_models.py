@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -729,3 +730,62 @@ def test_a_qoperator_graph_says_why_it_has_no_surrogate(
     _, adapter = bind(quantized["QOperator"], holdout_x)
     assert not adapter.capabilities.gradients
     assert "float surrogate: quantized operators remain (" in (adapter.capabilities.gradient_note or "")
+
+
+class _ReturnsMore(torch.nn.Module):
+    """The small CNN behind the output structures real models return."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.inner = small_cnn()
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> Any:
+        z = self.inner(x)
+        if self.how == "tuple":  # (logits, features), as many research models return
+            return z, x.flatten(1)
+        if self.how == "dict":
+            return {"logits": z, "probabilities": z.softmax(1)}
+        return _Output(logits=z)  # Hugging Face's ImageClassifierOutput keeps them in .logits
+
+
+@dataclasses.dataclass
+class _Output:
+    logits: torch.Tensor
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("tuple", "a tuple of 2; attacking its first element"),
+        ("dict", "a dict; attacking its 'logits'"),
+        ("object", "a _Output; attacking its .logits"),
+    ],
+)
+def test_a_model_returning_more_than_scores_is_attacked_on_its_scores(
+    tmp_path: Path, holdout_x: torch.Tensor, how: str, said: str
+) -> None:
+    from robaudit.models.torch_model import module_handle
+
+    model = _ReturnsMore(how).eval()
+    if how == "tuple":  # through a real TorchScript file too
+        path = tmp_path / "tuple.pt"
+        torch.jit.save(torch.jit.trace(model, holdout_x[:2]), str(path))
+        handle, adapter = bind(path, holdout_x)
+    else:
+        handle = module_handle(model, AuditConfig(model=Path("in-memory")), CPU)
+        adapter = handle.bind((1, 28, 28), holdout_x)
+    assert any(said in n for n in handle.notes)
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), small_cnn()(holdout_x))
+
+
+def test_a_model_returning_no_scores_says_what_it_returned(holdout_x: torch.Tensor) -> None:
+    from robaudit.models.torch_model import module_handle
+
+    class Words(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> Any:
+            return {"caption": "a digit"}
+
+    handle = module_handle(Words(), AuditConfig(model=Path("in-memory")), CPU)
+    with pytest.raises(InputError, match="it returned dict"):
+        handle.bind((1, 28, 28), holdout_x)

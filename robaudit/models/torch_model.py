@@ -277,8 +277,10 @@ class TorchModelHandle:
         model_input = pre.apply(probe_x01.to(self.device))
         if self.config.channels_last:
             use_channels_last(self.model)
+        scores = ScoresOnly(self.model)
+        self.model = scores
         if self.fixed_batch is not None:
-            self.model = fixed_batch_module(self.model, self.fixed_batch)  # type: ignore[arg-type]
+            self.model = fixed_batch_module(self.model, self.fixed_batch)
             if hasattr(self.model, "probe"):
                 self.model.probe(model_input)
         try:
@@ -290,7 +292,12 @@ class TorchModelHandle:
                 f"({_one_line(exc)}); pass data of the model's input shape, or set --layout"
             ) from None
         if not isinstance(raw, torch.Tensor) or raw.ndim < 2:
-            raise InputError(f"{self.path}: the model must return a (N, classes) tensor of scores")
+            raise InputError(
+                f"{self.path}: the model must return a (N, classes) tensor of scores (or a tuple, a dict or an "
+                f"output object holding one); it returned {scores.returned}"
+            )
+        if scores.picked:
+            self.notes.append(f"{self.path.name}: the model returns {scores.picked}")
         raw = raw.reshape(raw.shape[0], -1)
         detected = detect_output_kind(raw)
         kind = detected if self.config.output == "auto" else self.config.output
@@ -314,6 +321,43 @@ class TorchModelHandle:
     def restore(self) -> None:
         """Give the model back in the training mode and requires_grad state it was loaded in."""
         self._frozen.restore()
+
+
+class ScoresOnly(nn.Module):
+    """A model's class scores when it returns more than them: the first element of a tuple (ONNX's
+    convention for the first output), a dict's ``logits`` (or its only tensor), or an output object's
+    ``.logits`` (Hugging Face's image classifiers). What it found is kept for a note."""
+
+    def __init__(self, inner: Callable[..., Any]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.picked = ""  # what the scores were taken from, in words; '' for a plain tensor
+        self.returned = ""  # the type returned, for an error
+
+    def forward(self, x: torch.Tensor) -> Any:
+        out = self.inner(x)
+        if isinstance(out, torch.Tensor):
+            return out
+        self.returned = type(out).__name__
+        logits = getattr(out, "logits", None)
+        if isinstance(logits, torch.Tensor):
+            self.picked = f"a {type(out).__name__}; attacking its .logits as the class scores"
+            return logits
+        if isinstance(out, dict):
+            tensors = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+            if isinstance(out.get("logits"), torch.Tensor):
+                self.picked = "a dict; attacking its 'logits' as the class scores"
+                return out["logits"]
+            if len(tensors) == 1:
+                key = next(iter(tensors))
+                self.picked = f"a dict; attacking its only tensor, {key!r}, as the class scores"
+                return tensors[key]
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            self.picked = (
+                f"a {type(out).__name__} of {len(out)}; attacking its first element as the class scores"
+            )
+            return out[0]
+        return out
 
 
 def load_torch(path: Path, config: AuditConfig, device: torch.device) -> TorchModelHandle:
