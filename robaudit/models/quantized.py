@@ -4,8 +4,11 @@ An int8 graph in the QDQ format (what ONNX Runtime's ``quantize_static`` writes 
 most deployment toolchains emit) stores weights as integers behind ``DequantizeLinear`` and rounds
 activations with ``QuantizeLinear`` -> ``DequantizeLinear`` pairs. Neither converter handles those
 operators, and rounding has a zero gradient almost everywhere anyway. The surrogate dequantizes the
-weights once, exactly, and lets activations pass unrounded: the straight-through estimator, a case of
-BPDA (Athalye et al. 2018, "Obfuscated Gradients"). Attacks take their gradients from it, and every
+weights once, exactly, and lets activations pass unrounded but still clipped to the range their int8
+type can hold: the straight-through estimator, a case of BPDA (Athalye et al. 2018, "Obfuscated
+Gradients"). Keeping the clipping matters: calibrated on a few images, quantization saturates
+activations (and logits) that the float model does not, and without it the surrogate's logits were
+23 apart from the quantized graph's on the sample LeNet, against 0.17 with it. Attacks take their gradients from it, and every
 adversarial example they find is still confirmed on the quantized graph in ONNX Runtime, so the
 surrogate can make attacks weaker, never the reported robustness wrong.
 """
