@@ -876,3 +876,36 @@ def test_a_trusted_pickle_whose_class_lived_in_the_saving_script_is_an_input_err
     subprocess.run([sys.executable, "-c", saver, str(path)], check=True)
     line = assert_one_error_line(scan(path, "--trust-model", "--limit", "10"), 3)
     assert str(path) in line and "Can't get attribute 'Net'" in line and "--arch module:ClassName" in line
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "said"),
+    [
+        ("model.tflite", b"\x1c\x00\x00\x00TFL3" + bytes(32), "a TensorFlow Lite model"),  # TFLite's header
+        (
+            "weights.bin",
+            b"\x1c\x00\x00\x00TFL3" + bytes(32),
+            "a TensorFlow Lite model",
+        ),  # misnamed: by content
+        ("model.h5", b"\x89HDF\r\n\x1a\n" + bytes(32), "a Keras model"),  # HDF5's signature
+        ("model.keras", b"PK\x03\x04" + bytes(32), "a Keras 3 model"),
+    ],
+)
+def test_a_tensorflow_model_is_refused_with_the_conversion_to_run(
+    tmp_path: Path, name: str, content: bytes, said: str
+) -> None:
+    """The headers are those of files TensorFlow 2.21 and Keras 3.15 wrote; tf2onnx's --tflite and
+    --keras conversions of such files, and Keras' own export, give ONNX files robaudit reads."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    line = assert_one_error_line(scan(path, "--limit", "5"), 3)
+    assert f"{path}: {said}; robaudit reads ONNX and PyTorch models: convert it to ONNX (" in line
+    assert "model.onnx" in line
+
+
+def test_a_tensorflow_savedmodel_folder_is_refused_with_the_conversion_to_run(tmp_path: Path) -> None:
+    folder = tmp_path / "exported"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_bytes(b"\x08\x01")
+    line = assert_one_error_line(scan(folder, "--limit", "5"), 3)
+    assert f"python -m tf2onnx.convert --saved-model {folder} --output model.onnx" in line

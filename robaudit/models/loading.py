@@ -56,10 +56,60 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+# TensorFlow's formats, which robaudit does not read, and the command that turns each into ONNX.
+_TENSORFLOW_FORMATS = {
+    ".tflite": ("a TensorFlow Lite model", "python -m tf2onnx.convert --tflite {path} --output model.onnx"),
+    ".h5": ("a Keras model", "python -m tf2onnx.convert --keras {path} --output model.onnx"),
+    ".hdf5": ("a Keras model", "python -m tf2onnx.convert --keras {path} --output model.onnx"),
+    ".keras": (
+        "a Keras 3 model",
+        "in Python: m = keras.saving.load_model('{path}'); m(numpy.zeros((1, *m.input_shape[1:]), 'float32')); "
+        "m.export('model.onnx', format='onnx')",
+    ),
+    ".pb": (
+        "a TensorFlow graph",
+        "python -m tf2onnx.convert --graphdef {path} --inputs ... --outputs ... --output model.onnx",
+    ),
+}
+
+
+def _tensorflow_format(path: Path) -> tuple[str, str] | None:
+    """What TensorFlow format ``path`` holds, and how to convert it, or None. By content where it has a
+    signature (TFLite's "TFL3", HDF5's magic), so a misnamed file is recognised too."""
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            return (
+                "a TensorFlow SavedModel",
+                f"python -m tf2onnx.convert --saved-model {path} --output model.onnx",
+            )
+        return None
+    try:
+        with path.open("rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    if head[4:8] == b"TFL3":
+        kind, command = _TENSORFLOW_FORMATS[".tflite"]
+    elif head == b"\x89HDF\r\n\x1a\n":
+        kind, command = _TENSORFLOW_FORMATS[".h5"]
+    elif path.suffix.lower() in _TENSORFLOW_FORMATS:
+        kind, command = _TENSORFLOW_FORMATS[path.suffix.lower()]
+    else:
+        return None
+    return kind, command.format(path=path)
+
+
 def load_model(config: AuditConfig, device: torch.device) -> ModelHandle:
     path = Path(config.model)
     if not path.exists():
         raise InputError(f"{path}: no such model file; give a .onnx, TorchScript, .pt2 or state_dict file")
+    foreign = _tensorflow_format(path)
+    if foreign is not None:
+        kind, command = foreign
+        raise InputError(
+            f"{path}: {kind}; robaudit reads ONNX and PyTorch models: convert it to ONNX ({command}) and "
+            f"audit the .onnx file"
+        )
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give the model file itself")
     if path.suffix.lower() == ".onnx":
