@@ -15,7 +15,7 @@ import torch
 from robaudit.config import AuditConfig
 from robaudit.errors import InputError, UsageError
 from robaudit.models import load_model
-from robaudit.models.onnx_model import strip_final_softmax, topological_sort
+from robaudit.models.onnx_graph import strip_final_softmax, topological_sort
 from robaudit.models.ort_install import installed_ort_distributions, mixed_install_message, repair_command
 from tests.conftest import REPO, SAMPLES, same_upper_model, small_cnn, unconvertible_model
 
@@ -526,7 +526,7 @@ def test_a_graph_that_scales_its_input_by_1_255_suggests_the_input_range(
 def test_rescales_from_255_reads_the_graphs_first_operation() -> None:
     from onnx import TensorProto, helper, numpy_helper
 
-    from robaudit.models.onnx_model import rescales_from_255
+    from robaudit.models.onnx_graph import rescales_from_255
 
     def graph(
         op: str, value: float, *, swap: bool = False, as_constant: bool = False, users: int = 1
@@ -553,7 +553,7 @@ def test_rescales_from_255_reads_the_graphs_first_operation() -> None:
 def test_bypassing_identities_keeps_names_that_outputs_and_subgraphs_use() -> None:
     from onnx import TensorProto, helper, numpy_helper
 
-    from robaudit.models.onnx_model import bypass_initializer_identities
+    from robaudit.models.onnx_graph import bypass_initializer_identities
 
     weight = numpy_helper.from_array(np.ones((2,), dtype=np.float32), "w")
     value = helper.make_tensor_value_info
