@@ -14,6 +14,7 @@ from robaudit.api import run_audit
 from robaudit.attacks import build_attack
 from robaudit.attacks.fgsm import FGSM
 from robaudit.attacks.norms import lp_norm, project
+from robaudit.attacks.pgd import PGD
 from robaudit.config import AuditConfig
 from robaudit.data import open_dataset
 from robaudit.errors import UsageError, VerificationError
@@ -230,3 +231,25 @@ def test_a_confident_one_logit_model_still_has_a_gradient() -> None:
     )
     (grad,) = torch.autograd.grad(loss, xr)
     assert bool((grad.flatten(1).abs().sum(1) > 0).all())
+
+
+def test_dlr_on_two_classes_is_the_logit_margin_and_does_not_saturate() -> None:
+    """A binary model with margins of 17 to 300: cross-entropy's gradient underflows to zero on the most
+    confident samples, and PGD at eps 1 (where any image is reachable) leaves some of them; the margin
+    loss that --loss dlr uses for two classes reaches them all."""
+    model, x, y = linear_problem(400)
+    binary = _OneScore(model, sigmoid=False, scale=40.0).eval()
+
+    def logits(t: torch.Tensor) -> torch.Tensor:
+        z = binary(t)
+        return torch.cat([-0.5 * z, 0.5 * z], 1)
+
+    with torch.no_grad():
+        z = binary(x)[:, 0]
+    label = (z > 0).long()
+    assert float(z.abs().max()) > 104  # exp(-z) underflows to 0 in float32 beyond ~104
+    flipped = {}
+    for loss in ("ce", "dlr"):
+        x_adv = PGD(steps=20, loss=loss)(logits, x, label, eps=1.0, norm="linf", seeds=torch.arange(len(x)))
+        flipped[loss] = int((logits(x_adv).argmax(1) != label).sum())
+    assert flipped["dlr"] == len(x) > flipped["ce"]

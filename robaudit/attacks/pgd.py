@@ -39,6 +39,14 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return -(z_y - z_other) / (sorted_logits[:, 0] - sorted_logits[:, 2] + 1e-12)
 
 
+def margin_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Two classes: the other logit minus the true one. It is DLR's numerator; DLR divides it by the gap
+    between the largest and the third largest logit, which two classes do not have. Like DLR it does
+    not saturate as cross-entropy does on a confident model, whose gradient underflows to zero."""
+    z_y = logits.gather(1, y[:, None])[:, 0]
+    return logits.gather(1, (1 - y)[:, None])[:, 0] - z_y
+
+
 def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Targeted DLR (Croce & Hein 2020): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2); needs 4 classes."""
     sorted_logits, _ = logits.sort(1, descending=True)
@@ -82,6 +90,8 @@ class PGD:
             return -torch.nn.functional.cross_entropy(logits, t, reduction="none")
         if self.loss == "dlr" and k >= 3:
             return dlr_loss(logits, y)
+        if self.loss == "dlr" and k == 2:
+            return margin_loss(logits, y)
         return torch.nn.functional.cross_entropy(logits, y, reduction="none")
 
     def _loss_and_grad(
