@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -16,6 +16,7 @@ import torch
 
 from robaudit.attacks import rng
 from robaudit.attacks.norms import lp_norm
+from robaudit.attacks.pgd import PGD
 from robaudit.data import Dataset
 from robaudit.errors import (
     InputError,
@@ -301,8 +302,13 @@ def evaluate(
                         adapter.capabilities.gradients and device.type == "cuda"
                     )
                     model_fn = adapter.logits if on_conversion else adapter.predict_logits
+                    run = attack
+                    if on_conversion and isinstance(attack, PGD) and adapter.capabilities.surrogate_gap > 0:
+                        # A point that fools the surrogate by more than twice its logit gap fools the model
+                        # (the probes use the same margin).
+                        run = replace(attack, min_margin=2 * adapter.capabilities.surrogate_gap)
                     try:
-                        x_adv = attack(
+                        x_adv = run(
                             model_fn,
                             xa,
                             ya,

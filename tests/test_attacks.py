@@ -253,3 +253,15 @@ def test_dlr_on_two_classes_is_the_logit_margin_and_does_not_saturate() -> None:
         x_adv = PGD(steps=20, loss=loss)(logits, x, label, eps=1.0, norm="linf", seeds=torch.arange(len(x)))
         flipped[loss] = int((logits(x_adv).argmax(1) != label).sum())
     assert flipped["dlr"] == len(x) > flipped["ce"]
+
+
+def test_success_with_a_margin_needs_a_wrong_class_that_far_ahead() -> None:
+    from robaudit.attacks.base import succeeded
+
+    logits = torch.tensor([[2.0, 2.3, 0.0], [2.0, 2.6, 0.0], [2.0, 1.0, 1.5]])
+    y = torch.tensor([0, 0, 0])
+    assert succeeded(logits, y, None).tolist() == [True, True, False]
+    assert succeeded(logits, y, None, margin=0.5).tolist() == [False, True, False]
+    targets = torch.tensor([1, 1, 2])
+    assert succeeded(logits, y, targets).tolist() == [True, True, False]
+    assert succeeded(logits, y, targets, margin=0.5).tolist() == [False, True, False]

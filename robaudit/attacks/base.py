@@ -72,7 +72,16 @@ def input_gradient(
     return grad
 
 
-def succeeded(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-    """Per-sample success: any wrong class (untargeted) or the target class (targeted)."""
-    top = logits.argmax(1)
-    return top != y if targets is None else top == targets
+def succeeded(
+    logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None, margin: float = 0.0
+) -> torch.Tensor:
+    """Per-sample success: any wrong class (untargeted) or the target class (targeted), ahead of every
+    class it must beat by more than ``margin`` (0: the top class decides)."""
+    if margin == 0.0:
+        top = logits.argmax(1)
+        return top != y if targets is None else top == targets
+    if targets is None:  # some other class above the true one by more than the margin
+        others = logits.scatter(1, y[:, None], float("-inf"))
+        return others.amax(1) > logits.gather(1, y[:, None])[:, 0] + margin
+    others = logits.scatter(1, targets[:, None], float("-inf"))
+    return logits.gather(1, targets[:, None])[:, 0] > others.amax(1) + margin

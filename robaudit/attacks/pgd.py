@@ -75,6 +75,10 @@ class PGD:
     early_stop: bool = True
     # Read the fooled flags one step late (see HostFlags); None: on a GPU only. Tests set it on the CPU.
     lagged: bool | None = None
+    # A sample counts as fooled only when a wrong class leads by more than this. 0 for a model that is
+    # the model audited; for a surrogate (a quantized graph's float twin) the runner sets twice their
+    # largest logit difference, so that a point which fools the surrogate fools the real model too.
+    min_margin: float = 0.0
 
     @property
     def name(self) -> str:
@@ -162,7 +166,7 @@ class PGD:
                         logits = model(x_adv)
                     loss = None
                     grad = torch.zeros_like(x_adv)
-                hit = succeeded(logits, ya, ta)
+                hit = succeeded(logits, ya, ta, self.min_margin)
                 if observer is not None:
                     observer(
                         restart, step, active, self.losses(logits, ya, ta) if loss is None else loss, hit

@@ -51,6 +51,9 @@ class Capabilities:
     converter: str | None = None
     gradient_note: str | None = None  # why gradients are unavailable, in words
     parity_max_abs_diff: float | None = None  # converted graph vs ONNX Runtime on the first batch
+    # When gradients come from a surrogate that approximates the runtime (a quantized graph's float
+    # twin): its largest logit difference from the runtime on the first batch; 0 for a faithful one.
+    surrogate_gap: float = 0.0
     runtime_provider: str | None = None
 
 

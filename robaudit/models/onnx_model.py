@@ -295,6 +295,7 @@ class OnnxModelHandle:
                 f"log, which can mask gradients"
             )
 
+        self.surrogate_gap = 0.0  # set when gradients come from a quantized graph's float surrogate
         torch_model, converter, parity, note = self._convert_checked(pre, probe_x01, model_input, reference)
         return ModelAdapter(
             name=str(self.path),
@@ -311,6 +312,7 @@ class OnnxModelHandle:
                 gradient_note=note,
                 parity_max_abs_diff=parity,
                 runtime_provider=self.provider,
+                surrogate_gap=self.surrogate_gap,
             ),
             torch_model=torch_model,
             runtime=runtime,
@@ -427,9 +429,11 @@ class OnnxModelHandle:
             self.notes.append(
                 f"{self.path.name}: quantized graph (QuantizeLinear/DequantizeLinear): gradients come from its "
                 f"float surrogate ({how}; straight-through, as BPDA), converted with {name}; it predicts as "
-                f"ONNX Runtime on {agreement:.1%} of the first batch, with logits up to {gap:.3g} apart. Every "
+                f"ONNX Runtime on {agreement:.1%} of the first batch, with logits up to {gap:.3g} apart, so PGD "
+                f"counts a sample as fooled only when a wrong class leads by more than {2 * gap:.3g}. Every "
                 f"adversarial example is still confirmed on the quantized graph"
             )
+            self.surrogate_gap = gap
             return candidate, f"{name} (float surrogate of the quantized graph)", gap, None
         return "float surrogate: " + "; ".join(reasons)
 
