@@ -53,11 +53,6 @@ def _noise_floor(n: int) -> float:
     return max(0.005, 2.0 / n)
 
 
-def surrogate_margin(adapter: ModelAdapter) -> float:
-    """The margin PGD needs on the model it attacks, as the runner sets it: twice a surrogate's logit gap."""
-    return 2 * adapter.capabilities.surrogate_gap
-
-
 def _fooled(adapter: ModelAdapter, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return adapter.predict_logits(x_adv).argmax(1) != y
 
@@ -136,7 +131,7 @@ def gradients(
 
 
 def unbounded(adapter: ModelAdapter, x: torch.Tensor, y: torch.Tensor, seeds: torch.Tensor) -> list[Flag]:
-    x_adv = PGD(steps=20, min_margin=surrogate_margin(adapter))(
+    x_adv = PGD(steps=20, min_margin=adapter.capabilities.attack_margin)(
         adapter.logits, x, y, eps=1.0, norm="linf", seeds=seeds
     )
     verify(x_adv, x, 1.0, "linf", "pgd (unbounded probe)")
@@ -413,7 +408,8 @@ def probe_flags(
     if gradient_stages:
         stage = gradient_stages[0]  # the smallest eps of the first norm: where attacks are least saturated
         attack = replace(
-            next(a for a in stage.attacks if isinstance(a, PGD)), min_margin=surrogate_margin(adapter)
+            next(a for a in stage.attacks if isinstance(a, PGD)),
+            min_margin=adapter.capabilities.attack_margin,
         )
         base: list[PgdRun] = []
 

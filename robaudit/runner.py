@@ -303,10 +303,9 @@ def evaluate(
                     )
                     model_fn = adapter.logits if on_conversion else adapter.predict_logits
                     run = attack
-                    if on_conversion and isinstance(attack, PGD) and adapter.capabilities.surrogate_gap > 0:
-                        # A point that fools the surrogate by more than twice its logit gap fools the model
-                        # (the probes use the same margin).
-                        run = replace(attack, min_margin=2 * adapter.capabilities.surrogate_gap)
+                    if on_conversion and isinstance(attack, PGD) and adapter.capabilities.attack_margin > 0:
+                        # A surrogate's hit must hold on the model too (the probes use the same margin).
+                        run = replace(attack, min_margin=adapter.capabilities.attack_margin)
                     try:
                         x_adv = run(
                             model_fn,

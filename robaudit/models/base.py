@@ -54,6 +54,13 @@ class Capabilities:
     # When gradients come from a surrogate that approximates the runtime (a quantized graph's float
     # twin): its largest logit difference from the runtime on the first batch; 0 for a faithful one.
     surrogate_gap: float = 0.0
+
+    @property
+    def attack_margin(self) -> float:
+        """How far a wrong class must lead on the attacked model for a hit to hold on the runtime: twice
+        the surrogate's gap (each logit may be off by up to the gap); 0 for a faithful model."""
+        return 2 * self.surrogate_gap
+
     runtime_provider: str | None = None
 
 
