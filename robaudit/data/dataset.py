@@ -254,13 +254,12 @@ def _memmap_npz_member(path: Path, member: str) -> np.ndarray:
 DEFAULT_NPZ_KEYS = ("x", "y")
 
 
-def _single_xy_pair(members: set[str]) -> tuple[str, str] | None:
-    """The images and labels of an .npz that holds exactly one array named x... and one named y...
-    (``x_test`` and ``y_test``, as Keras' datasets name them), else None: with more, which split to
-    audit is the user's choice."""
-    xs = [m for m in members if m.lower().startswith("x")]
-    ys = [m for m in members if m.lower().startswith("y")]
-    return (xs[0], ys[0]) if len(xs) == 1 and len(ys) == 1 else None
+def _xy_names(members: set[str]) -> tuple[list[str], list[str]]:
+    """An .npz's arrays named x... and y... (``x_test`` and ``y_test``, as Keras' datasets name them)."""
+    return (
+        sorted(m for m in members if m.lower().startswith("x")),
+        sorted(m for m in members if m.lower().startswith("y")),
+    )
 
 
 def _open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] | None) -> Dataset:
@@ -270,19 +269,17 @@ def _open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] 
     except (zipfile.BadZipFile, OSError) as exc:
         raise InputError(f"{path}: not a readable .npz file ({exc}); save it with numpy.savez") from None
     notes: list[str] = []
-    if keys == DEFAULT_NPZ_KEYS and not set(keys) <= members:
-        pair = _single_xy_pair(members)
-        if pair is not None:  # Keras-style names: x_test and y_test
-            keys = pair
-            notes.append(f"{path}: no arrays named x and y; read {pair[0]} and {pair[1]}")
+    xs, ys = _xy_names(members)
+    if keys == DEFAULT_NPZ_KEYS and not set(keys) <= members and len(xs) == len(ys) == 1:
+        # One array of each (Keras-style x_test, y_test): read them. With more, the split is the user's choice.
+        keys = (xs[0], ys[0])
+        notes.append(f"{path}: no arrays named x and y; read {xs[0]} and {ys[0]}")
     xkey, ykey = keys
     for key in keys:
         if key not in members:
-            xs = sorted(m for m in members if m.lower().startswith("x")) or ["IMAGES"]
-            ys = sorted(m for m in members if m.lower().startswith("y")) or ["LABELS"]
             raise InputError(
                 f"{path}: no array named {key!r} (found {sorted(members)}); name the keys with "
-                f"--npz-keys {xs[0]},{ys[0]}"
+                f"--npz-keys {(xs or ['IMAGES'])[0]},{(ys or ['LABELS'])[0]}"
             )
     try:
         x = _memmap_npz_member(path, xkey + ".npy")

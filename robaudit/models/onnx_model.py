@@ -57,6 +57,9 @@ FLOAT_INPUTS: dict[int, type[np.floating]] = {
 }
 
 
+_TORCH_DTYPES: dict[type[np.floating], torch.dtype] = {np.float16: torch.float16, np.float64: torch.float64}
+
+
 class _InDtype(torch.nn.Module):
     """A converted float16 or float64 graph seen as float32: the input is cast to the graph's type and
     the output back (autograd differentiates through both casts)."""
@@ -296,7 +299,9 @@ class OnnxModelHandle:
             )
 
         self.surrogate_gap = 0.0  # set when gradients come from a quantized graph's float surrogate
-        torch_model, converter, parity, note = self._convert_checked(pre, probe_x01, model_input, reference)
+        torch_model, converter, parity, note = self._convert_checked(
+            pre, probe_x01, model_input, reference, reference_2d
+        )
         return ModelAdapter(
             name=str(self.path),
             sample_shape=sample_shape,
@@ -319,7 +324,12 @@ class OnnxModelHandle:
         )
 
     def _convert_checked(
-        self, pre: Preprocessing, probe_x01: torch.Tensor, model_input: np.ndarray, reference: np.ndarray
+        self,
+        pre: Preprocessing,
+        probe_x01: torch.Tensor,
+        model_input: np.ndarray,
+        reference: np.ndarray,
+        reference_2d: torch.Tensor,
     ) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, str | None, float | None, str | None]:
         """The first conversion that runs and matches ONNX Runtime on the probe batch, trying the
         converters in turn: (module, converter, largest logit difference, why there is none, in words).
@@ -330,7 +340,6 @@ class OnnxModelHandle:
         its float surrogate instead (see ``quantized``), held to the same predictions, not logits.
         """
         attempts, failures = import_converters()
-        reference_2d = torch.from_numpy(reference.reshape(reference.shape[0], -1).astype(np.float32))
         tolerance = self.config.parity_atol + self.config.parity_rtol * float(reference_2d.abs().max())
         disagreements: list[tuple[str, float]] = []
         tried: list[str] = []  # why converters tried before the one used failed
@@ -448,7 +457,7 @@ class OnnxModelHandle:
             p.requires_grad_(False)
         typed: torch.nn.Module = module
         if self.input_dtype != np.float32:
-            typed = _InDtype(module, torch.from_numpy(np.zeros(0, dtype=self.input_dtype)).dtype)
+            typed = _InDtype(module, _TORCH_DTYPES[self.input_dtype])
         if self.fixed_batch is None:
             return typed
         candidate = fixed_batch_module(typed, self.fixed_batch)
