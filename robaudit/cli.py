@@ -203,7 +203,7 @@ def scan(
     model: Annotated[
         Path | None,
         typer.Argument(
-            help="Model file: .onnx, TorchScript, .pt2 (torch.export) or state_dict. May come from --profile."
+            help="Model file: .onnx, TorchScript, .pt2 (torch.export), or a state_dict (.pt or .safetensors) with --arch. May come from --profile."
         ),
     ] = None,
     profile: Annotated[

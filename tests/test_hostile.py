@@ -140,6 +140,21 @@ def torch_foreign_zip(tmp: Path) -> list[object]:
     return [path, "--data", HOLDOUT]
 
 
+def safetensors_header_too_large(tmp: Path) -> list[object]:
+    """A header that claims 2**60 bytes: refused before anything is allocated."""
+    path = tmp / "model.safetensors"
+    path.write_bytes((2**60).to_bytes(8, "little") + b"{}")
+    return [path, "--data", HOLDOUT, "--arch", "sample_models.lenet:LeNet"]
+
+
+def safetensors_offsets_past_the_end(tmp: Path) -> list[object]:
+    """A tensor of 4 MB whose bytes the file does not hold."""
+    header = b'{"w":{"dtype":"F32","shape":[1000,1000],"data_offsets":[0,4000000]}}'
+    path = tmp / "weights.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 8)
+    return [path, "--data", HOLDOUT, "--arch", "sample_models.lenet:LeNet"]
+
+
 def model_missing(tmp: Path) -> list[object]:
     return [tmp / "nope.onnx", "--data", HOLDOUT]
 
@@ -310,6 +325,8 @@ CATALOGUE: list[tuple[Callable[[Path], list[object]], int, list[str]]] = [
     (torch_pickle, 3, ["model.pt", "pickle"]),
     (torch_text_file, 3, ["model.pt", "not a readable"]),
     (torch_foreign_zip, 3, ["model.pt"]),
+    (safetensors_header_too_large, 3, ["model.safetensors", "not a readable safetensors file"]),
+    (safetensors_offsets_past_the_end, 3, ["weights.safetensors", "not a readable safetensors file"]),
     (model_missing, 3, ["nope.onnx", "no such model file"]),
     (model_is_folder, 3, ["is a folder"]),
     (npz_object_array, 3, ["obj.npz"]),

@@ -801,3 +801,51 @@ def test_a_model_returning_no_scores_says_what_it_returned(holdout_x: torch.Tens
     handle = module_handle(Words(), AuditConfig(model=Path("in-memory")), CPU)
     with pytest.raises(InputError, match="it returned dict"):
         handle.bind((1, 28, 28), holdout_x)
+
+
+def test_a_safetensors_state_dict_loads_with_arch(tmp_path: Path, holdout_x: torch.Tensor) -> None:
+    """Hugging Face and timm save weights as safetensors: tensors and a JSON header, no pickle."""
+    from safetensors.torch import save_file
+
+    source = small_cnn()
+    path = tmp_path / "model.safetensors"
+    save_file(source.state_dict(), str(path), metadata={"format": "pt"})
+    with pytest.raises(UsageError, match="holds a safetensors state_dict .*--arch"):
+        load_model(AuditConfig(model=path), CPU)
+    handle, adapter = bind(path, holdout_x, arch="tests.conftest:SmallCNN")
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), source(holdout_x))
+    assert adapter.capabilities.gradients
+    # Recognised by content too: the same bytes under a name that says nothing.
+    renamed = path.rename(tmp_path / "pytorch_model.bin")
+    _, adapter = bind(renamed, holdout_x, arch="tests.conftest:SmallCNN")
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), source(holdout_x))
+
+
+def test_a_half_precision_safetensors_file_loads_into_a_float_model(
+    tmp_path: Path, holdout_x: torch.Tensor
+) -> None:
+    """Weights published in bfloat16 are widened into the float32 model --arch builds."""
+    from safetensors.torch import save_file
+
+    source = small_cnn()
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in source.state_dict().items()}, str(path))
+    _, adapter = bind(path, holdout_x, arch="tests.conftest:SmallCNN")
+    widened = small_cnn()
+    widened.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in source.state_dict().items()})
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), widened(holdout_x))
+    assert adapter.logits(holdout_x).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all", "not a readable safetensors file"),
+        (b"\x02\x00\x00\x00\x00\x00\x00\x00{}", "holds no tensors"),
+    ],
+)
+def test_a_broken_safetensors_file_is_one_input_error(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "broken.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        load_model(AuditConfig(model=path, arch="tests.conftest:SmallCNN"), CPU)

@@ -1,5 +1,5 @@
-"""PyTorch model files: TorchScript, torch.export programs (.pt2), state_dicts with --arch, and
-(only with --trust-model) whole pickled modules."""
+"""PyTorch model files: TorchScript, torch.export programs (.pt2), state_dicts with --arch (pickled by
+torch.save or in the safetensors format), and (only with --trust-model) whole pickled modules."""
 
 from __future__ import annotations
 
@@ -41,6 +41,41 @@ def _is_torchscript(path: Path) -> bool:
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """A safetensors file: by suffix, or by content (an 8-byte little-endian header length that fits
+    the file, then the JSON header's opening brace), so a weights file saved as ``model.bin`` is
+    recognised too."""
+    if path.suffix.lower() == ".safetensors":
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 2 <= int.from_bytes(head[:8], "little") <= size - 8
+
+
+def _load_safetensors(path: Path, device: torch.device) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file. The format holds only tensors and a JSON header, so reading
+    it runs no code from the file (unlike a pickle)."""
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+    except ImportError:
+        raise InputError(
+            f"{path}: is a safetensors file and the safetensors package is not installed; "
+            f"pip install safetensors"
+        ) from None
+    try:
+        return load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise InputError(
+            f"{path}: not a readable safetensors file ({_one_line(exc)}); re-save it with "
+            f"safetensors.torch.save_file(model.state_dict(), path)"
+        ) from None
 
 
 def _import_arch(spec: str) -> Callable[..., object]:
@@ -107,6 +142,10 @@ def _load_file(
             raise InputError(
                 f"{path}: not a readable TorchScript file ({_one_line(exc)}); re-save it"
             ) from None
+    if _is_safetensors(path):
+        return _module_from_state(
+            path, _load_safetensors(path, device), config, device, "safetensors state_dict"
+        )
     try:
         with warnings.catch_warnings():  # the unpickler's protocol notice is noise: we report the outcome
             warnings.simplefilter("ignore", UserWarning)
@@ -138,9 +177,18 @@ def _load_file(
         raise InputError(
             f"{path}: holds a {type(obj).__name__}, not a model or a state_dict; {PICKLE_ADVICE}"
         )
+    return _module_from_state(path, state, config, device, "state_dict")
+
+
+def _module_from_state(
+    path: Path, state: dict[str, torch.Tensor], config: AuditConfig, device: torch.device, kind: str
+) -> tuple[Callable[..., Any], str, Any, list[str]]:
+    """Build ``--arch`` and load a state_dict's weights into it; ``kind`` names the file format."""
+    if not state:
+        raise InputError(f"{path}: holds no tensors; give the file the model's weights were saved to")
     if config.arch is None:
         raise UsageError(
-            f"{path}: is a state_dict (weights without code); pass --arch package.module:ClassName (or a "
+            f"{path}: holds a {kind} (weights without code); pass --arch package.module:ClassName (or a "
             f"function that builds the model, e.g. torchvision.models:resnet18) to build the model"
         )
     build = _import_arch(config.arch)
@@ -169,7 +217,7 @@ def _load_file(
         raise InputError(
             f"{path}: weights do not fit --arch {config.arch} ({_one_line(exc)}); give the class they were saved from"
         ) from None
-    return module.to(device), f"state_dict + {config.arch}", None, notes
+    return module.to(device), f"{kind} + {config.arch}", None, notes
 
 
 def _wrapper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> str:
