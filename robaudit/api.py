@@ -490,9 +490,11 @@ def _audit(
 ) -> AuditResult:
     for note in prepared.notes:
         log.info(note)
+    model_sha = _sha256(Path(config.model)) if module is None else weights_sha256(module)
     run_dir = None
     if config.run_dir is not None:
         run_dir = RunDir(config.run_dir)
+        run_dir.check_inputs({"model_sha256": model_sha, "data_sha256": prepared.dataset.sha256})
         # The batch size auto chose, not "auto": a resumed run must cut the same batches as the saved ones.
         run_dir.write_config(
             config.model_copy(update={"batch_size": prepared.batch_size}).model_dump_json(indent=2)
@@ -558,7 +560,6 @@ def _audit(
     caps = adapter.capabilities
     model_path = Path(config.model)
     model_format = "onnx" if caps.backend == "onnx" else model_path.suffix.lstrip(".") or "torch"
-    model_sha = _sha256(model_path) if module is None else weights_sha256(module)
     if module is not None:
         model_format = f"in-memory {type(module).__name__}"
     subset = "all" if len(indices) == len(dataset) else f"seeded stratified subset, seed {config.seed}"

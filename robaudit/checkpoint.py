@@ -21,6 +21,7 @@ from robaudit.runner import AttackRecords, SampleRecords
 
 _FIELDS = ("pred", "conf", "fooled_converted", "target_hit", "linf", "l2", "l0")
 CONFIG_NAME = "config.json"
+INPUTS_NAME = "inputs.json"
 
 
 class RunDir:
@@ -42,6 +43,27 @@ class RunDir:
             raise InputError(
                 f"--resume {self.path}: no {CONFIG_NAME} there; give the folder a run was started with --run-dir"
             ) from None
+
+    def check_inputs(self, digests: dict[str, str]) -> None:
+        """Record the sha256 of the model and the data the run began with; on a later run in the same
+        folder, refuse if either changed, since its saved batches would then describe other inputs."""
+        path = self.path / INPUTS_NAME
+        if path.is_file():
+            try:
+                before = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                before = None
+            if not isinstance(before, dict):
+                raise InputError(f"--resume {self.path}: its {INPUTS_NAME} is unreadable; start a new run")
+            for what, digest in digests.items():
+                if before.get(what, digest) != digest:
+                    raise InputError(
+                        f"{self.path}: the {what.removesuffix('_sha256')} changed since the run in this folder began "
+                        f"(sha256 {str(before[what])[:12]}... then, {digest[:12]}... now); its saved batches "
+                        f"describe the old one: restore it, or start a new run with another --run-dir"
+                    )
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(digests, indent=2))
 
     def _batch(self, first: int) -> Path:
         return self.path / f"batch-{first:09d}.npz"

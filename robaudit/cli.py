@@ -551,6 +551,7 @@ def _scan(config: object) -> None:
     for flag, path in outputs.items():
         if path is not None:
             _check_writable(flag, path)
+    _check_no_overwrite(config, outputs)
     checks = [Check(**c) for c in config.gate_checks]
     baseline = load_result(config.baseline) if config.baseline is not None else None  # fail before the audit
     console = Console()
@@ -595,6 +596,35 @@ def _scan(config: object) -> None:
         raise typer.Exit(ExitCode.UNRELIABLE)
     if any(not o.passed for o in outcomes):
         raise typer.Exit(ExitCode.GATE_FAILED)
+
+
+def _check_no_overwrite(config: object, outputs: dict[str, Path | None]) -> None:
+    """Refuse an output that would replace one of the audit's inputs or another output: a report
+    written over the model or the data destroys what the user asked to audit."""
+    from robaudit.config import AuditConfig
+
+    assert isinstance(config, AuditConfig)
+    inputs = {
+        "the model file": config.model,
+        "the data": Path(config.data) if config.data is not None else None,
+        "the labels file": config.labels,
+        "the baseline": config.baseline,
+    }
+    seen: dict[Path, str] = {}
+    for what, path in inputs.items():
+        if path is not None:
+            seen.setdefault(Path(path).resolve(), what)
+    for flag, out in outputs.items():
+        if out is None:
+            continue
+        where = out.resolve()
+        if where in seen:
+            _fail(
+                f"{flag} {out}: is also {seen[where]}, which writing there would replace; give the output "
+                f"another name",
+                ExitCode.USAGE_ERROR,
+            )
+        seen[where] = f"the {flag} output"
 
 
 def _check_writable(flag: str, path: Path) -> None:

@@ -305,6 +305,22 @@ def output_under_a_file(tmp: Path) -> list[object]:
     return [CNN, "--data", HOLDOUT, "--markdown", tmp / "file" / "summary.md"]
 
 
+def output_over_the_model(tmp: Path) -> list[object]:
+    model = tmp / "model.onnx"
+    model.write_bytes(CNN.read_bytes())
+    return [model, "--data", HOLDOUT, "--html", model]
+
+
+def output_over_the_data(tmp: Path) -> list[object]:
+    data = tmp / "holdout.npz"
+    data.write_bytes(HOLDOUT.read_bytes())
+    return [CNN, "--data", data, "--markdown", tmp / "." / "holdout.npz"]
+
+
+def two_outputs_one_file(tmp: Path) -> list[object]:
+    return [CNN, "--data", HOLDOUT, "--html", tmp / "report", "--markdown", tmp / "report"]
+
+
 def baseline_not_results(tmp: Path) -> list[object]:
     path = tmp / "base.json"
     path.write_text("[1, 2, 3]", encoding="utf-8")
@@ -349,6 +365,9 @@ CATALOGUE: list[tuple[Callable[[Path], list[object]], int, list[str]]] = [
     (profile_python_tag, 2, ["p.yaml", "not valid YAML"]),
     (output_is_folder, 2, ["--html", "is a folder"]),
     (output_under_a_file, 2, ["--markdown", "cannot write there"]),
+    (output_over_the_model, 2, ["--html", "model.onnx", "is also the model file"]),
+    (output_over_the_data, 2, ["--markdown", "is also the data"]),
+    (two_outputs_one_file, 2, ["--markdown", "is also the --html output"]),
     (baseline_not_results, 3, ["base.json", "not a robaudit results file"]),
 ]
 
@@ -369,6 +388,14 @@ def test_hostile_input_is_refused_in_one_line(
     for word in words:
         assert word in lines[0], (word, lines[0])
     assert not out.exists()  # nothing written, not even the output folder
+
+
+def test_an_output_named_like_an_input_leaves_the_input_intact(tmp_path: Path) -> None:
+    args = output_over_the_model(tmp_path)
+    before = Path(str(args[0])).read_bytes()
+    result: Any = runner.invoke(app, ["scan", *map(str, args), "--limit", "8"])
+    assert result.exit_code == 2
+    assert Path(str(args[0])).read_bytes() == before
 
 
 def test_the_catalogue_is_large_enough() -> None:

@@ -111,3 +111,34 @@ def test_a_run_with_auto_batch_size_saves_the_batch_it_chose(tmp_path: Path) -> 
     )  # writes a.json again, from the folder
     assert again.exit_code == 0, again.output
     assert comparable(json.loads((tmp_path / "a.json").read_text())) == comparable(before)
+
+
+def test_resume_refuses_a_model_or_data_changed_since_the_run_began(tmp_path: Path) -> None:
+    """A run folder's saved batches describe one model on one dataset: resuming after either changed
+    would mix two audits into one report."""
+    import numpy as np
+
+    model, data, run_dir = tmp_path / "model.onnx", tmp_path / "data.npz", tmp_path / "run"
+    model.write_bytes((SAMPLES / "mnist_cnn.onnx").read_bytes())
+    data.write_bytes(HOLDOUT.read_bytes())
+    args = [str(model), "--data", str(data), "--limit", "40", "--batch-size", "20", "--attack", "fgsm"]
+    first = CliRunner().invoke(app, ["scan", *args, "--run-dir", str(run_dir), "--no-checks"])
+    assert first.exit_code == 0, first.output
+    fingerprint = json.loads((run_dir / "inputs.json").read_text(encoding="utf-8"))
+    assert set(fingerprint) == {"model_sha256", "data_sha256"}
+
+    model.write_bytes((SAMPLES / "mnist_cnn_adv.onnx").read_bytes())
+    changed = CliRunner().invoke(app, ["scan", "--resume", str(run_dir)])
+    assert changed.exit_code == 3, changed.output
+    assert "the model changed since the run in this folder began" in " ".join(changed.output.split())
+
+    model.write_bytes((SAMPLES / "mnist_cnn.onnx").read_bytes())
+    with np.load(HOLDOUT) as held:
+        x, y = held["x"].copy(), held["y"]
+    x[0] = 255 - x[0]
+    np.savez(data, x=x, y=y)
+    changed = CliRunner().invoke(app, ["scan", "--resume", str(run_dir)])
+    assert changed.exit_code == 3 and "the data changed" in " ".join(changed.output.split())
+
+    data.write_bytes(HOLDOUT.read_bytes())  # both restored: the run resumes
+    assert CliRunner().invoke(app, ["scan", "--resume", str(run_dir)]).exit_code == 0
