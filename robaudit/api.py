@@ -413,7 +413,7 @@ def _prepare_with(
         expected_shape=declared,
         resize=config.resize,
     )
-    dataset.validate(config.input_range, num_classes=None)
+    dataset.validate(config.float_data_range, num_classes=None)
     indices = np.arange(len(dataset))
     if config.limit is not None:
         indices = stratified_subset(dataset.labels, config.limit, config.seed)
@@ -421,9 +421,9 @@ def _prepare_with(
         raise InputError(f"{dataset.path}: the dataset is empty; give at least one labelled image")
     fixed_batch = DEFAULT_BATCH_SIZE if config.batch_size == "auto" else config.batch_size
     probe_idx = indices[: min(fixed_batch, len(indices))]
-    probe = torch.from_numpy(dataset.to_unit(dataset.read(probe_idx), config.input_range))
+    probe = torch.from_numpy(dataset.to_unit(dataset.read(probe_idx), config.float_data_range))
     adapter = handle.bind(dataset.sample_shape, probe)
-    dataset.validate(config.input_range, num_classes=adapter.num_classes, pixels=False)
+    dataset.validate(config.float_data_range, num_classes=adapter.num_classes, pixels=False)
     notes = list(handle.notes) + list(dataset.notes)
     batch_size = fixed_batch
     if config.batch_size == "auto":
@@ -506,7 +506,7 @@ def _audit(
         prepared.stages,
         batch_size=prepared.batch_size,
         seed=config.seed,
-        input_range=config.input_range,
+        data_range=config.float_data_range,
         target=config.target,
         progress=progress,
         gallery_size=config.gallery_size,
@@ -541,7 +541,7 @@ def _audit(
             start = time.perf_counter()
             narrowed = bisect_radius(
                 adapter, dataset, indices, attacks, norm, low, high,
-                steps=config.radius_bisect, seed=config.seed, input_range=config.input_range,
+                steps=config.radius_bisect, seed=config.seed, data_range=config.float_data_range,
                 batch_size=prepared.batch_size,
             )  # fmt: skip
             timings["radius_seconds"] = round(
@@ -601,6 +601,7 @@ def _audit(
             "eps_scale": "[0, 1] (the data's pixel range mapped to [0, 1])",
             "target": config.target,
             "input_range": list(config.input_range),
+            "data_range": list(config.float_data_range),
             "mean": list(config.mean) if config.mean else None,
             "std": list(config.std) if config.std else None,
             "seed": config.seed,
@@ -632,7 +633,7 @@ def _audit(
         start = time.perf_counter()
         positions = probe_samples(records.clean_pred, records.labels)
         idx = indices[positions]
-        x = torch.from_numpy(dataset.to_unit(dataset.read(idx), config.input_range)).to(adapter.device)
+        x = torch.from_numpy(dataset.to_unit(dataset.read(idx), config.float_data_range)).to(adapter.device)
         y = torch.from_numpy(records.labels[positions]).to(adapter.device)
         seeds = torch.from_numpy(sample_seeds(config.seed, idx)).to(adapter.device)
         probed, probe_notes = probe_flags(adapter, x, y, seeds, stages)

@@ -111,7 +111,7 @@ _CONFIG_KEYS = {
     "attack": "attacks", "norm": "norms", "steps": "steps", "restarts": "restarts",
     "rel_step_size": "rel_step_size", "loss": "loss", "pixels": "pixels", "population": "population",
     "generations": "generations", "target": "target", "attack_kwargs": "attack_kwargs", "eps": "eps",
-    "input_range": "input_range", "resize": "resize", "mean": "mean", "std": "std", "layout": "layout", "output": "output",
+    "input_range": "input_range", "data_range": "data_range", "resize": "resize", "mean": "mean", "std": "std", "layout": "layout", "output": "output",
     "arch": "arch", "arch_kwargs": "arch_kwargs", "trust_model": "trust_model", "device": "device",
     "batch_size": "batch_size", "seed": "seed", "parity_atol": "parity_atol", "channels_last": "channels_last", "tf32": "tf32", "json_path": "json_path",
     "html": "html_path", "markdown": "markdown_path", "per_sample": "per_sample_path",
@@ -269,10 +269,17 @@ def scan(
     input_range: Annotated[
         str,
         typer.Option(
-            help="Pixel range of float data and of the model's input: 0,1 or 0,255. "
-            "uint8 data are always read as 0..255."
+            help="Pixel range of the model's input: 0,1 or 0,255. Float data are read in this range too "
+            "unless --data-range says otherwise; uint8 data are always read as 0..255."
         ),
     ] = "0,1",
+    data_range: Annotated[
+        str | None,
+        typer.Option(
+            help="Pixel range float data are stored in, when it differs from the model's --input-range "
+            "(e.g. float 0..255 arrays for a [0, 1] model: --data-range 0,255)."
+        ),
+    ] = None,
     mean: Annotated[
         str | None,
         typer.Option(
@@ -443,6 +450,7 @@ def scan(
             attack_kwargs=_attack_kwargs(attack_kwargs or []),
             eps=tuple(parse_eps(e) for e in (eps or ["0.1"])),
             input_range=_pair(input_range, "--input-range"),
+            data_range=None if data_range is None else _pair(data_range, "--data-range"),
             resize=_size(resize),
             mean=_floats(mean, "--mean"),
             std=_floats(std, "--std"),

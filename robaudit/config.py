@@ -77,7 +77,10 @@ class AuditConfig(BaseModel):
     npz_keys: tuple[str, str] = ("x", "y")
     limit: int | None = Field(default=None, gt=0)
 
+    # The scale the model takes its input in (preprocessing); float data are stored in data_range, which
+    # defaults to the same scale. They differ when, say, float 0..255 arrays feed a [0, 1] model.
     input_range: tuple[float, float] = (0.0, 1.0)
+    data_range: tuple[float, float] | None = None
     # Image folders only: each image's shorter side scaled to cover (height, width), then centre-cropped.
     resize: tuple[int, int] | None = None
     mean: tuple[float, ...] | None = None
@@ -145,10 +148,15 @@ class AuditConfig(BaseModel):
                 check_linf_eps(e)
         return self
 
-    @field_validator("input_range")
+    @property
+    def float_data_range(self) -> tuple[float, float]:
+        """The range float data are stored in (uint8 data are 0..255 whatever this says)."""
+        return self.input_range if self.data_range is None else self.data_range
+
+    @field_validator("input_range", "data_range")
     @classmethod
-    def _range_ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
-        if not value[0] < value[1]:
+    def _range_ordered(cls, value: tuple[float, float] | None) -> tuple[float, float] | None:
+        if value is not None and not value[0] < value[1]:
             raise ValueError("the low end must be below the high end, e.g. 0,1 or 0,255")
         return value
 

@@ -67,6 +67,7 @@ class DataSection(_Section):
     npz_keys: tuple[str, str] = ("x", "y")
     limit: int | None = Field(default=None, gt=0)
     resize: tuple[int, int] | None = None  # image folders: [height, width]
+    range: tuple[float, float] | None = None  # float data's pixel range, when not preprocessing.input_range
 
 
 class AttackEntry(_Section):
@@ -302,6 +303,7 @@ def config_values(profile: Profile) -> dict[str, Any]:
         "labels": p.data.labels,
         "npz_keys": p.data.npz_keys,
         "resize": p.data.resize,
+        "data_range": p.data.range,
         "limit": p.data.limit,
         "attacks": tuple(e.name for e in p.attacks),
         "attack_specs": tuple(specs),

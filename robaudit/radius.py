@@ -35,7 +35,7 @@ def bisect_radius(
     *,
     steps: int,
     seed: int,
-    input_range: tuple[float, float],
+    data_range: tuple[float, float],
     batch_size: int,
 ) -> np.ndarray:
     """Narrow [low, high] per sample; samples with high = inf (never fooled) are left alone.
@@ -47,7 +47,7 @@ def bisect_radius(
     todo = np.flatnonzero(np.isfinite(high) & (high > 0))
     if steps <= 0 or todo.size == 0:
         return high
-    x_all = torch.from_numpy(dataset.to_unit(dataset.read(indices[todo]), input_range))
+    x_all = torch.from_numpy(dataset.to_unit(dataset.read(indices[todo]), data_range))
     y_all = torch.from_numpy(dataset.labels[indices[todo]].astype(np.int64))
     seeds_all = torch.from_numpy(sample_seeds(seed, indices[todo]))
     lo, hi = low[todo], high[todo]

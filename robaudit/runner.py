@@ -224,7 +224,7 @@ def evaluate(
     *,
     batch_size: int,
     seed: int,
-    input_range: tuple[float, float],
+    data_range: tuple[float, float],
     target: str = "none",
     progress: ProgressSink | None = None,
     gallery_size: int = 4,
@@ -383,7 +383,7 @@ def evaluate(
 
     offset = 0
     try:
-        for idx, x_np, y_np in dataset.batches(indices, batch_size, input_range):
+        for idx, x_np, y_np in dataset.batches(indices, batch_size, data_range):
             if run_dir is not None and run_dir.has(offset):
                 run_dir.load(records, offset, len(idx))  # done before an interruption
                 progress.advance(clean_task, len(idx))

@@ -160,7 +160,7 @@ def test_results_do_not_depend_on_batch_size(exports: dict[str, Path], small_npz
             plan_cascade([FGSM()], ["linf"], (0.05, 0.2), pixels=1),
             batch_size=batch_size,
             seed=0,
-            input_range=(0.0, 1.0),
+            data_range=(0.0, 1.0),
         )
         outcomes.append(
             (records.clean_pred, [records.adversarial[("fgsm", "linf", e)].pred for e in (0.05, 0.2)])

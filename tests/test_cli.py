@@ -270,7 +270,7 @@ def _bad_input_case(
         return [MNIST_CNN, "--data", data], data, ["NaN"]
     if name == "pixels_outside_range":
         data = _npz(tmp_path / "f255.npz", x.astype(np.float32), y)
-        return [MNIST_CNN, "--data", data], data, ["--input-range"]
+        return [MNIST_CNN, "--data", data], data, ["--data-range 0,255"]
     if name == "pickled_without_trust":
         return [exports["pickled"], "--data", small_npz], exports["pickled"], ["--trust-model"]
     if name == "unconvertible_fgsm_only":
@@ -909,3 +909,47 @@ def test_a_tensorflow_savedmodel_folder_is_refused_with_the_conversion_to_run(tm
     (folder / "saved_model.pb").write_bytes(b"\x08\x01")
     line = assert_one_error_line(scan(folder, "--limit", "5"), 3)
     assert f"python -m tf2onnx.convert --saved-model {folder} --output model.onnx" in line
+
+
+class _Takes255(torch.nn.Module):
+    """A model that takes pixels on 0..255 (as Keras models with a Rescaling layer do)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x / 255.0)
+
+
+def test_the_data_range_and_the_model_input_range_are_set_apart(tmp_path: Path) -> None:
+    """Float 0..255 arrays for a [0, 1] model, and float [0, 1] arrays for a 0..255 model: with
+    --data-range each gives the numbers of the same images stored as uint8."""
+    with np.load(HOLDOUT) as held:
+        x8, y = held["x"][:60], held["y"][:60]
+    inner = torch.jit.load(str(SAMPLES / "mnist_cnn.pt"))
+    model255 = tmp_path / "takes255.pt"
+    torch.jit.save(torch.jit.script(_Takes255(inner)), str(model255))
+    uint8 = _npz(tmp_path / "u8.npz", x8, y)
+    f255 = _npz(tmp_path / "f255.npz", x8.astype(np.float32), y)
+    f01 = _npz(tmp_path / "f01.npz", x8.astype(np.float32) / 255, y)
+    cnn = SAMPLES / "mnist_cnn.pt"
+
+    def rows(*args: object) -> list[tuple[int, int]]:
+        out = tmp_path / "r.json"
+        result = runner.invoke(
+            app,
+            ["scan", *map(str, args), "--attack", "fgsm", "--eps", "0.1", "--no-checks", "--json", str(out)],
+        )
+        assert result.exit_code == 0, result.output
+        report = json.loads(out.read_text(encoding="utf-8"))
+        return [(report["n_clean_correct"], r["n_robust"]) for r in report["rows"]]
+
+    reference = rows(cnn, "--data", uint8)
+    assert reference[0][0] > 54 and reference[0][1] < reference[0][0]  # 60 images: mostly right, some fooled
+    assert rows(cnn, "--data", f255, "--data-range", "0,255") == reference
+    assert rows(model255, "--data", uint8, "--input-range", "0,255") == reference
+    assert rows(model255, "--data", f01, "--input-range", "0,255", "--data-range", "0,1") == reference
+    # Without --data-range, float 0..255 arrays for a [0, 1] model are refused with the flag to pass.
+    refused = runner.invoke(app, ["scan", str(cnn), "--data", str(f255)])
+    assert refused.exit_code == 3 and "--data-range 0,255" in refused.output

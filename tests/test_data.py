@@ -478,7 +478,7 @@ def test_validate_range_with_0_255_hint(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         ds.validate((0.0, 1.0), num_classes=10)
     msg = str(info.value)
-    assert "--input-range" in msg and "0,255" in msg
+    assert "--data-range 0,255" in msg  # the data's scale, not the model's --input-range
     ds.validate((0.0, 255.0), num_classes=10)  # the right range passes
 
 
@@ -491,17 +491,27 @@ def test_validate_range_above_without_hint(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         ds.validate((0.0, 2.0), num_classes=None)
     msg = str(info.value)
-    assert "--input-range" in msg and "2.5" in msg and "0,2" in msg and "0,255" not in msg
+    assert "--data-range" in msg and "2.5" in msg and "0,2" in msg and "0,255" not in msg
 
 
 def test_validate_range_below(tmp_path: Path) -> None:
     x = np.linspace(-1.0, 1.0, 5 * 16, dtype=np.float32).reshape(5, 1, 4, 4)
     ds = _float_npz(tmp_path, x)
-    with pytest.raises(InputError, match="--input-range"):
+    with pytest.raises(InputError, match="--data-range"):
         ds.validate((0.0, 1.0), num_classes=None)
     ds.validate((-1.0, 1.0), num_classes=None)
     unit = ds.to_unit(_read_all(ds), (-1.0, 1.0))
     assert unit.min() == pytest.approx(0.0) and unit.max() == pytest.approx(1.0)
+
+
+def test_unit_pixels_declared_as_0_255_get_a_note(tmp_path: Path) -> None:
+    """Float [0, 1] pixels read as 0..255 would all be near black: said, with the flag that fixes it."""
+    ds = _float_npz(tmp_path, np.random.default_rng(1).random((8, 1, 4, 4), dtype=np.float32))
+    ds.validate((0.0, 255.0), num_classes=None)
+    assert any("--data-range 0,1" in note for note in ds.notes)
+    bright = _float_npz(tmp_path, np.full((8, 1, 4, 4), 200.0, np.float32), name="bright.npz")
+    bright.validate((0.0, 255.0), num_classes=None)
+    assert not any("--data-range" in note for note in bright.notes)
 
 
 def test_validate_labels(tmp_path: Path) -> None:

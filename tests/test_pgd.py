@@ -280,7 +280,7 @@ def test_pgd_results_do_not_depend_on_batch_size(exports: dict[str, Path], small
             plan_cascade([FGSM(), PGD(steps=5, restarts=2)], ["l2"], (1.0,), pixels=1),
             batch_size=batch_size,
             seed=3,
-            input_range=(0.0, 1.0),
+            data_range=(0.0, 1.0),
         )
         preds.append(records.adversarial[("pgd", "l2", 1.0)].pred)
     assert np.array_equal(preds[0], preds[1])

@@ -41,7 +41,7 @@ def test_a_full_profile_becomes_config_values() -> None:
 version: 1
 model: {path: m.onnx, output: logits}
 preprocessing: {input_range: [0, 255], mean: [0.5], std: [0.25]}
-data: {path: d.npz, limit: 50}
+data: {path: d.npz, limit: 50, range: [0, 1]}
 attacks:
   - name: fgsm
   - name: pgd
@@ -62,7 +62,7 @@ reports: {json: out/r.json, junit: out/g.xml, radius_bisect: 2}
     values = config_values(parse_profile(text, "p.yaml"))
     assert values["model"] == "m.onnx" and values["output"] == "logits"
     assert values["input_range"] == (0.0, 255.0) and values["mean"] == (0.5,) and values["std"] == (0.25,)
-    assert values["data"] == "d.npz" and values["limit"] == 50
+    assert values["data"] == "d.npz" and values["limit"] == 50 and values["data_range"] == (0.0, 1.0)
     assert values["eps"] == (8 / 255, 0.5) and values["norms"] == ("linf", "l2")
     assert values["target"] == "least-likely" and values["seed"] == 9 and values["batch_size"] == 32
     pgd = values["attack_specs"][1]

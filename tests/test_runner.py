@@ -324,7 +324,7 @@ def test_an_attack_that_leaves_the_ball_counts_for_nothing_and_is_reported(
             stages,
             batch_size=16,
             seed=0,
-            input_range=(0.0, 1.0),
+            data_range=(0.0, 1.0),
         )
     finally:
         prepared.restore()

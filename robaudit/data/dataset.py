@@ -1,7 +1,8 @@
 """Open a dataset without loading it whole, validate it against the model, stream it in batches.
 
 Pixels are returned on the [0, 1] scale, NCHW, float32: uint8 data are read as 0..255, float data
-in the declared ``--input-range``. eps is measured on that [0, 1] scale.
+in the declared data range (``--data-range``, by default the model's ``--input-range``). eps is
+measured on that [0, 1] scale.
 """
 
 from __future__ import annotations
@@ -45,12 +46,12 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def to_unit(self, raw: np.ndarray, input_range: tuple[float, float]) -> np.ndarray:
+    def to_unit(self, raw: np.ndarray, data_range: tuple[float, float]) -> np.ndarray:
         """Stored pixels -> float32 NCHW on [0, 1]."""
         if raw.dtype == np.uint8:
             x = raw.astype(np.float32) / 255.0
         else:
-            lo, hi = input_range
+            lo, hi = data_range
             x = (raw.astype(np.float32) - lo) / (hi - lo)
         if self.layout == "nhw":
             x = x[:, None, :, :]
@@ -59,22 +60,23 @@ class Dataset:
         return np.ascontiguousarray(x)
 
     def batches(
-        self, indices: np.ndarray, batch_size: int, input_range: tuple[float, float]
+        self, indices: np.ndarray, batch_size: int, data_range: tuple[float, float]
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (indices, x on [0, 1] NCHW float32, y int64), reading only one batch at a time."""
         for start in range(0, len(indices), batch_size):
             idx = indices[start : start + batch_size]
-            yield idx, self.to_unit(self.read(idx), input_range), self.labels[idx].astype(np.int64)
+            yield idx, self.to_unit(self.read(idx), data_range), self.labels[idx].astype(np.int64)
 
     def validate(
         self,
-        input_range: tuple[float, float],
+        data_range: tuple[float, float],
         num_classes: int | None,
         pixels: bool = True,
         batch_size: int = 4096,
     ) -> None:
         """Labels in the model's classes (when known); with ``pixels``, one streaming pass checking that
-        pixels are finite and inside the declared range."""
+        float pixels are finite and inside ``data_range``, with a note when a wide range (0..255) holds
+        only pixels in [0, 1]."""
         bad = np.flatnonzero((self.labels < 0) | (num_classes is not None and self.labels >= num_classes))
         if bad.size and num_classes is None:
             raise InputError(
@@ -88,8 +90,9 @@ class Dataset:
             )
         if not pixels or self.dtype == np.uint8:
             return  # uint8 is 0..255 by construction, always finite
-        lo, hi = input_range
+        lo, hi = data_range
         tol = 1e-6 * (hi - lo)
+        low, high = math.inf, -math.inf
         for start in range(0, len(self), batch_size):
             idx = np.arange(start, min(start + batch_size, len(self)))
             raw = np.asarray(self.read(idx))
@@ -99,13 +102,21 @@ class Dataset:
                 raise InputError(
                     f"{self.path}: sample {where} has NaN or Inf pixels; remove or repair those samples"
                 )
-            low, high = float(raw.min()), float(raw.max())
+            low, high = min(low, float(raw.min())), max(high, float(raw.max()))
             if low < lo - tol or high > hi + tol:
-                hint = " pass --input-range 0,255" if high > 2.0 and hi <= 1.0 else ""
+                # The data's scale is declared with --data-range; --input-range is the model's (and the
+                # data's too when --data-range is not given), so advise the flag that changes only the data.
+                fix = "0,255" if high > 2.0 and hi <= 1.0 else "LOW,HIGH with the range the pixels really use"
                 raise InputError(
-                    f"{self.path}: pixel values span [{low:g}, {high:g}], outside the declared --input-range "
-                    f"{lo:g},{hi:g};{hint or ' declare the range the data really use with --input-range'}"
+                    f"{self.path}: float pixel values span [{low:g}, {high:g}], outside the data range "
+                    f"{lo:g},{hi:g}; pass --data-range {fix} (the model's own input scale stays --input-range)"
                 )
+        if len(self) and hi - lo > 2.0 and high <= lo + 1.0:
+            self.notes.append(
+                f"{self.path}: every float pixel lies in [{low:g}, {high:g}], though the data range is "
+                f"{lo:g},{hi:g}; if the pixels are on [0, 1], pass --data-range 0,1 (the model's input "
+                f"scale stays --input-range)"
+            )
 
 
 def stratified_subset(labels: np.ndarray, limit: int, seed: int) -> np.ndarray:
