@@ -241,6 +241,26 @@ def test_one_hot_labels_become_indices(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds.labels, y)
 
 
+def test_a_one_hot_row_without_a_class_is_refused(tmp_path: Path) -> None:
+    """argmax of an all-zero row is 0: the sample would silently become class 0."""
+    onehot = np.eye(4, dtype=np.float32)[[3, 0, 2, 1, 3, 2]]
+    onehot[4] = 0
+    path = tmp_path / "onehot.npz"
+    np.savez(path, x=_uint8_images(n=6, c=1), y=onehot)
+    with pytest.raises(InputError, match="row 4 of its one-hot labels has no positive entry"):
+        open_dataset(str(path))
+
+
+@pytest.mark.parametrize(
+    "labels", [np.array(["cat", "dog"] * 2), np.array([b"3", b"1"] * 2)], ids=["str", "bytes"]
+)
+def test_text_labels_are_refused_in_one_line(tmp_path: Path, labels: np.ndarray) -> None:
+    path = tmp_path / "names.npz"
+    np.savez(path, x=_uint8_images(n=4, c=1), y=labels)
+    with pytest.raises(InputError, match=f"holds {labels.dtype} values, not numbers"):
+        open_dataset(str(path))
+
+
 def test_column_labels_and_integral_float_labels(tmp_path: Path) -> None:
     path = tmp_path / "col.npz"
     np.savez(path, x=_uint8_images(n=4, c=1), y=np.array([[2.0], [0.0], [1.0], [2.0]]))
@@ -318,13 +338,16 @@ def test_image_folder_mnist(tmp_path: Path) -> None:
     root = tmp_path / "mnist"
     assets = _image_folder(root, "mnist")
     ds = open_dataset(str(root), expected_shape=(1, 28, 28))
-    labels_present = sorted({label for _, label, _ in assets})
-    assert ds.class_names == [str(c) for c in labels_present]
+    # Folders named by digit keep the digit as their label, though these 20 images hold no 8: by
+    # sorted position the 9s would have been called 8s.
+    assert 8 not in {label for _, label, _ in assets}
+    assert ds.class_names == [str(c) for c in range(10)]
+    assert any("each folder's number is its label" in note for note in ds.notes)
     assert len(ds) == 20
     assert ds.sample_shape == (1, 28, 28) and ds.layout == "nhw" and ds.dtype == np.uint8
     # Files are ordered by class folder, then by name: reconstruct that order.
     order = sorted(assets, key=lambda a: (str(a[1]), a[2].name))
-    np.testing.assert_array_equal(ds.labels, [ds.class_names.index(str(label)) for _, label, _ in order])
+    np.testing.assert_array_equal(ds.labels, [label for _, label, _ in order])
     raw = _read_all(ds)
     assert raw.shape == (20, 28, 28)
     for k, (_, _, p) in enumerate(order):
@@ -344,7 +367,7 @@ def test_image_folder_cifar(tmp_path: Path) -> None:
     ds = open_dataset(str(root))
     assert ds.sample_shape == (3, 32, 32) and ds.layout == "nhwc"
     order = sorted(assets, key=lambda a: (str(a[1]), a[2].name))
-    assert ds.class_names == sorted({str(label) for _, label, _ in assets})
+    np.testing.assert_array_equal(ds.labels, [label for _, label, _ in order])
     idx = np.array([3, 17])
     raw = ds.read(idx)
     assert raw.shape == (2, 32, 32, 3)
@@ -413,31 +436,40 @@ def test_image_folder_expected_shape_mismatch_names_file(tmp_path: Path) -> None
     assert str(first) in msg
 
 
-def test_image_folder_unreadable_image_at_read(tmp_path: Path) -> None:
+def test_image_folder_unreadable_image_is_found_before_any_attack(tmp_path: Path) -> None:
+    """A file that is not an image, wherever it sorts, stops the run when the folder is opened."""
     root = tmp_path / "mnist"
     _image_folder(root, "mnist")
     bad = root / "9" / "zz_broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage, not a real png")
-    ds = open_dataset(str(root), expected_shape=(1, 28, 28))  # the first image is fine
+    with pytest.raises(InputError, match="zz_broken.png.*not a readable image"):
+        open_dataset(str(root), expected_shape=(1, 28, 28))
+
+
+def test_image_folder_truncated_image_at_read(tmp_path: Path) -> None:
+    """A PNG cut short keeps a valid header: it is found when its pixels are decoded, named."""
+    root = tmp_path / "mnist"
+    _image_folder(root, "mnist")
+    whole = (root / "9").iterdir().__next__().read_bytes()
+    (root / "9" / "zz_cut.png").write_bytes(whole[: len(whole) // 2])
+    ds = open_dataset(str(root), expected_shape=(1, 28, 28))
     assert len(ds) == 21
     ds.read(np.array([0, 1]))  # readable ones still read
-    with pytest.raises(InputError, match="zz_broken.png"):
+    with pytest.raises(InputError, match="zz_cut.png"):
         ds.read(np.array([len(ds) - 1]))
-    with pytest.raises(InputError, match="zz_broken.png"):
-        list(ds.batches(np.arange(len(ds)), 8, (0.0, 1.0)))
 
 
-def test_image_folder_size_mismatch_at_read(tmp_path: Path) -> None:
+def test_image_folder_size_mismatch_is_found_when_opened(tmp_path: Path) -> None:
     root = tmp_path / "mixed"
     (root / "a").mkdir(parents=True)
     (root / "b").mkdir()
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(root / "a" / "0.png")
     Image.fromarray(np.zeros((20, 28), dtype=np.uint8)).save(root / "b" / "odd.png")
-    ds = open_dataset(str(root))
-    assert ds.class_names == ["a", "b"]
+    with pytest.raises(InputError, match=r"odd.png: image is 28x20 pixels, unlike 0.png's 28x28.*--resize"):
+        open_dataset(str(root))
+    ds = open_dataset(str(root), resize=(28, 28))  # brought to one size, they read
+    assert ds.class_names == ["a", "b"] and ds.read(np.array([0, 1])).shape == (2, 28, 28)
     np.testing.assert_array_equal(ds.labels, [0, 1])
-    with pytest.raises(InputError, match="odd.png"):
-        ds.read(np.array([1]))
 
 
 def test_image_folder_empty(tmp_path: Path) -> None:
@@ -445,7 +477,7 @@ def test_image_folder_empty(tmp_path: Path) -> None:
         open_dataset(str(tmp_path))
     (tmp_path / "cat").mkdir()
     (tmp_path / "cat" / "notes.txt").write_text("x")
-    with pytest.raises(InputError, match="no PNG"):
+    with pytest.raises(InputError, match="no images in its class subfolders; robaudit reads .*png"):
         open_dataset(str(tmp_path))
 
 
@@ -694,3 +726,86 @@ def test_streamed_batches_of_a_memory_mapped_npz_do_not_stay_resident(tmp_path: 
     for start in range(0, len(ds), 1000):
         assert np.array_equal(ds.read(np.arange(start, start + 1000)), x[start : start + 1000])
     assert _resident_kib_of(path) < 2048  # at most a batch's worth, not the 15 MiB read
+
+
+def _grey(path: Path, value: int, mode: str = "L", size: tuple[int, int] = (28, 28)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(size, value, dtype=np.uint8)).convert(mode).save(path)
+
+
+def test_image_folder_reads_torchvisions_suffixes_and_says_what_it_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    for k, suffix in enumerate((".png", ".tif", ".tiff", ".ppm", ".pgm", ".JPG")):
+        _grey(root / "0" / f"{k}{suffix}", 10 * k)
+    (root / "0" / "labels.txt").write_text("x")
+    (root / "0" / "photo.heic").write_bytes(b"not read")
+    (root / "0" / "Thumbs.db").write_bytes(b"litter")
+    ds = open_dataset(str(root))
+    assert len(ds) == 6
+    raw = ds.read(np.arange(6))
+    assert sorted(int(v) for v in raw[:, 0, 0] if v < 45) == [0, 10, 20, 30, 40]  # the JPEG is lossy
+    skipped = [n for n in ds.notes if "skipped" in n]
+    assert len(skipped) == 1 and "2 files that are not images (1 .heic, 1 .txt)" in skipped[0]
+
+
+def test_image_folder_skips_hidden_files_and_archive_litter(tmp_path: Path) -> None:
+    """macOS's ._ copies, .ipynb_checkpoints and __MACOSX are not images of the dataset."""
+    root = tmp_path / "imgs"
+    _grey(root / "0" / "a.png", 0)
+    _grey(root / "1" / "b.png", 255)
+    (root / "1" / "._b.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    _grey(root / "1" / ".ipynb_checkpoints" / "b-checkpoint.png", 255)
+    _grey(root / "__MACOSX" / "1" / "b.png", 255)
+    ds = open_dataset(str(root))
+    assert len(ds) == 2 and ds.class_names == ["0", "1"]
+    np.testing.assert_array_equal(ds.labels, [0, 1])
+
+
+@pytest.mark.parametrize(
+    ("folders", "labels"),
+    [(["3", "7"], [3, 7]), (["0", "1", "10", "2"], [0, 1, 10, 2]), (["cat", "dog"], [0, 1])],
+    ids=["digits-subset", "ten-after-nine", "names"],
+)
+def test_image_folder_class_numbers(tmp_path: Path, folders: list[str], labels: list[int]) -> None:
+    """Numbered folders keep their numbers; named ones are numbered in sorted order (torchvision's)."""
+    root = tmp_path / "imgs"
+    for name in folders:
+        _grey(root / name / "a.png", 0)
+    ds = open_dataset(str(root))
+    order = sorted(folders)
+    np.testing.assert_array_equal(ds.labels, [labels[folders.index(name)] for name in order])
+    assert ds.class_names is not None
+    for name, label in zip(folders, labels, strict=True):
+        assert ds.class_names[label] == name
+    assert len(ds.notes) == 1 and ("its label" in ds.notes[0] or "cat=0, dog=1" in ds.notes[0])
+
+
+def test_a_numbered_folder_beyond_the_models_classes_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    for name in ("0", "5", "12"):
+        _grey(root / name / "a.png", 0)
+    ds = open_dataset(str(root))
+    with pytest.raises(InputError, match=r"label 12 \(class '12'\).*outside the model's 10 classes"):
+        ds.validate((0.0, 1.0), num_classes=10)
+
+
+def test_image_folder_channels_follow_most_images(tmp_path: Path) -> None:
+    """Without a declared input shape, one colour image sorting first does not make a grey set RGB."""
+    root = tmp_path / "imgs"
+    _grey(root / "0" / "a_first.png", 100, mode="RGB")
+    for k in range(3):
+        _grey(root / "0" / f"b{k}.png", 50)
+    ds = open_dataset(str(root))
+    assert ds.sample_shape == (1, 28, 28)
+    assert any("3 of 4 images are greyscale and the rest colour" in n for n in ds.notes)
+    assert ds.read(np.array([0])).shape == (1, 28, 28)
+
+
+def test_image_folder_digest_covers_which_class_an_image_is_in(tmp_path: Path) -> None:
+    root = tmp_path / "imgs"
+    _grey(root / "0" / "a.png", 0)
+    _grey(root / "1" / "b.png", 255)
+    _grey(root / "1" / "c.png", 128)
+    before = open_dataset(str(root)).sha256
+    (root / "1" / "c.png").rename(root / "0" / "c.png")  # the same bytes, now labelled 0
+    assert open_dataset(str(root)).sha256 != before

@@ -23,7 +23,6 @@ import numpy as np
 
 from robaudit.errors import InputError, UsageError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 MNIST_NAME = "mnist"
 MNIST_SHAPE = (1, 28, 28)
 
@@ -84,8 +83,14 @@ class Dataset:
                 f"labels must be class indices 0..K-1"
             )
         if bad.size:
+            label = int(self.labels[bad[0]])
+            named = (
+                f" (class {self.class_names[label]!r})"
+                if self.class_names and label < len(self.class_names)
+                else ""
+            )
             raise InputError(
-                f"{self.path}: label {int(self.labels[bad[0]])} at sample {int(bad[0])} is outside the "
+                f"{self.path}: label {label}{named} at sample {int(bad[0])} is outside the "
                 f"model's {num_classes} classes (0..{(num_classes or 0) - 1}); fix the labels or use the matching model"
             )
         if not pixels or self.dtype == np.uint8:
@@ -145,6 +150,18 @@ def _sha256_files(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
+def _sha256_folder(root: Path, files: list[Path], labels: list[int]) -> str:
+    """An image folder's digest covers each image's path inside the folder and its label as well as its
+    bytes: moving an image to another class folder changes the data."""
+    digest = hashlib.sha256()
+    for p, label in zip(files, labels, strict=True):
+        digest.update(f"{p.relative_to(root).as_posix()}\0{label}\0".encode())
+        with p.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _infer_layout(
     path: str, field_name: str, shape: tuple[int, ...], expected: tuple[int, int, int] | None
 ) -> tuple[str, tuple[int, int, int]]:
@@ -185,7 +202,18 @@ def _check_dtype(path: str, field_name: str, dtype: np.dtype, notes: list[str]) 
 
 def _labels(path: str, field_name: str, y: np.ndarray, n: int) -> np.ndarray:
     y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:  # one-hot
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating) or y.dtype == np.bool_):
+        raise InputError(
+            f"{path}: {field_name} holds {y.dtype} values, not numbers; store class indices 0..K-1 "
+            f"(map class names to indices in the model's order)"
+        )
+    if y.ndim == 2 and y.shape[1] > 1:  # one-hot, or per-class scores
+        blank = np.flatnonzero(y.max(1) <= 0) if y.shape[0] else np.empty(0, np.int64)
+        if blank.size:
+            raise InputError(
+                f"{path}: {field_name} row {int(blank[0])} of its one-hot labels has no positive entry; "
+                f"give every sample a class"
+            )
         y = y.argmax(1)
     y = y.reshape(-1)
     if y.shape[0] != n:
@@ -365,24 +393,119 @@ def _open_npy_pair(path: Path, labels_path: Path, expected: tuple[int, int, int]
     )
 
 
+# torchvision's ImageFolder reads these suffixes (its IMG_EXTENSIONS), and GIF besides.
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif"}
+# Files operating systems and tools leave beside images; skipped without a note.
+_LITTER = {"thumbs.db", "desktop.ini"}
+_GREY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F")
+
+
+def _skipped(rel: Path) -> bool:
+    """Hidden files and folders (``.DS_Store``, macOS's ``._name`` copies, ``.ipynb_checkpoints``) and
+    archive litter (``__MACOSX``) are not part of a dataset."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in rel.parts)
+
+
+def _class_labels(root: Path, classes: list[str]) -> tuple[list[int], list[str], str]:
+    """Each class folder's label, the class names by label, and a note saying how they were assigned.
+
+    Folders named by number (``0``..``9``, or only ``3`` and ``7``) keep their numbers as labels: a model
+    trained on all ten digits calls the ``7`` folder class 7, whichever other folders are present, and
+    ``10`` comes after ``9``. Other names are numbered in sorted order, as torchvision's ImageFolder does.
+    """
+    if all(name.isascii() and name.isdigit() for name in classes):
+        labels = [int(name) for name in classes]
+        if len(set(labels)) == len(labels):
+            names = [str(i) for i in range(max(labels) + 1)]
+            positional = sorted(range(len(classes)), key=lambda i: classes[i])
+            if labels == list(range(len(classes))) and positional == labels:
+                return labels, names, ""
+            return (
+                labels,
+                names,
+                (
+                    f"{root}: class folders are named by number, so each folder's number is its label "
+                    f"({', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''})"
+                ),
+            )
+    shown = ", ".join(f"{name}={k}" for k, name in enumerate(classes[:12]))
+    return (
+        list(range(len(classes))),
+        list(classes),
+        (
+            f"{root}: labels follow the sorted class folder names, as in torchvision's ImageFolder: "
+            f"{shown}{', ...' if len(classes) > 12 else ''}"
+        ),
+    )
+
+
 def _open_image_folder(
     root: Path, expected: tuple[int, int, int] | None, resize: tuple[int, int] | None = None
 ) -> Dataset:
     from PIL import Image, UnidentifiedImageError
 
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _skipped(Path(p.name)))
     if not classes:
         raise InputError(f"{root}: no class subfolders; lay images out as {root}/<class>/<image>.png")
+    class_labels, class_names, mapping_note = _class_labels(root, classes)
     files: list[Path] = []
     labels: list[int] = []
-    for k, name in enumerate(classes):
-        found = sorted(
-            p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        )
+    other_suffixes: dict[str, int] = {}
+    for label, name in zip(class_labels, classes, strict=True):
+        found = []
+        for p in (root / name).rglob("*"):
+            if _skipped(p.relative_to(root)) or not p.is_file() or p.name.lower() in _LITTER:
+                continue
+            if p.suffix.lower() in IMAGE_SUFFIXES:
+                found.append(p)
+            else:
+                other_suffixes[p.suffix.lower() or "(none)"] = (
+                    other_suffixes.get(p.suffix.lower() or "(none)", 0) + 1
+                )
+        found.sort()
         files.extend(found)
-        labels.extend([k] * len(found))
+        labels.extend([label] * len(found))
     if not files:
-        raise InputError(f"{root}: no PNG or JPEG images in its class subfolders")
+        raise InputError(
+            f"{root}: no images in its class subfolders; robaudit reads {', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+    notes = [mapping_note] if mapping_note else []
+    if other_suffixes:
+        kinds = ", ".join(f"{n} {suffix}" for suffix, n in sorted(other_suffixes.items()))
+        notes.append(
+            f"{root}: skipped {sum(other_suffixes.values())} files that are not images ({kinds}); robaudit "
+            f"reads {', '.join(sorted(IMAGE_SUFFIXES))}"
+        )
+
+    # Every file's header, before any attack: a file that is not an image, or (without --resize) one
+    # whose size differs, stops the run now rather than partway through. Headers only: about 20 us a file.
+    modes: list[str] = []
+    sizes: set[tuple[int, int]] = set()
+    first_of_size: dict[tuple[int, int], Path] = {}
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                modes.append(im.mode)
+                sizes.add(im.size)
+                first_of_size.setdefault(im.size, p)
+        except Image.DecompressionBombError:
+            raise InputError(
+                f"{p}: decodes to more pixels than Pillow's decompression-bomb limit allows; remove it, or "
+                "resize it to the model's input size"
+            ) from None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"{p}: not a readable image ({exc}); remove or replace it") from None
+
+    if expected is not None:
+        channels = expected[0]
+    else:  # no declared shape: grey when most images are grey, else RGB (palette images included)
+        grey = sum(mode in _GREY_MODES for mode in modes)
+        channels = 1 if grey * 2 > len(modes) else 3
+        if 0 < grey < len(modes):
+            notes.append(
+                f"{root}: {grey} of {len(modes)} images are greyscale and the rest colour; all are read as "
+                f"{'greyscale' if channels == 1 else 'RGB'}, as most are"
+            )
 
     def open_image(p: Path) -> np.ndarray:
         try:
@@ -402,14 +525,6 @@ def _open_image_folder(
         except (UnidentifiedImageError, OSError) as exc:
             raise InputError(f"{p}: not a readable image ({exc}); remove or replace it") from None
 
-    if expected is not None:
-        channels = expected[0]
-    else:  # no declared shape: grey when the first image is grey, else RGB (palette images included)
-        try:
-            with Image.open(files[0]) as im0:
-                channels = 1 if im0.mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I", "F") else 3
-        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-            raise InputError(f"{files[0]}: not a readable image ({exc}); remove or replace it") from None
     first = open_image(files[0])
     layout = "nhw" if first.ndim == 2 else "nhwc"
     sample = (channels, first.shape[0], first.shape[1])
@@ -422,6 +537,14 @@ def _open_image_folder(
         raise InputError(
             f"{files[0]}: image is {first.shape[1]}x{first.shape[0]} pixels{' after --resize' if resize else ''} "
             f"but the model takes {expected[2]}x{expected[1]}; {how}"
+        )
+    if resize is None and len(sizes) > 1:
+        base = (first.shape[1], first.shape[0])
+        (width, height), odd = next((size, p) for size, p in first_of_size.items() if size != base)
+        raise InputError(
+            f"{odd}: image is {width}x{height} pixels, unlike {files[0].name}'s {base[0]}x{base[1]} "
+            f"({len(sizes)} sizes in the folder); give all images the model's input size, or pass --resize "
+            f"HEIGHT,WIDTH"
         )
 
     def read(idx: np.ndarray) -> np.ndarray:
@@ -436,6 +559,11 @@ def _open_image_folder(
             out.append(img[None])
         return np.concatenate(out)
 
+    if resize:
+        notes.append(
+            f"{root}: images resized to {resize[0]}x{resize[1]} (height x width): shorter side scaled to "
+            f"cover it, then centre-cropped, bilinear; eps applies to the resized images"
+        )
     return Dataset(
         description=f"{root} ({len(files)} images in {len(classes)} classes)",
         path=str(root),
@@ -444,14 +572,9 @@ def _open_image_folder(
         layout=layout,
         dtype=np.dtype(np.uint8),
         read=read,
-        sha256=_sha256_files(files),
-        class_names=classes,
-        notes=[
-            f"{root}: images resized to {resize[0]}x{resize[1]} (height x width): shorter side scaled to "
-            f"cover it, then centre-cropped, bilinear; eps applies to the resized images"
-        ]
-        if resize
-        else [],
+        sha256=_sha256_folder(root, files, labels),
+        class_names=class_names,
+        notes=notes,
     )
 
 
