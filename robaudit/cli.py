@@ -417,7 +417,7 @@ def scan(
                 f"--arch-kwargs: not valid JSON ({exc.msg}); write e.g. '{{\"num_classes\": 10}}'",
                 ExitCode.USAGE_ERROR,
             )
-        keys = tuple(npz_keys.split(","))
+        keys = tuple(key.strip() for key in npz_keys.split(","))
         if len(keys) != 2:
             _fail(
                 f"--npz-keys {npz_keys}: write two names, images then labels, e.g. x,y", ExitCode.USAGE_ERROR
@@ -511,6 +511,7 @@ def scan(
             first = str(err["loc"][0]) if err["loc"] else "option"
             flag = {key: param for param, key in _CONFIG_KEYS.items()}.get(first, first).replace("_", "-")
             _fail(f"--{flag}: {str(err['msg']).removeprefix('Value error, ')}", ExitCode.USAGE_ERROR)
+        _refuse_flags_without_effect(ctx, config)
         _scan(config)
     except RobauditError as exc:
         _fail(str(exc), exc.exit_code)
@@ -524,6 +525,33 @@ def scan(
         _fail(
             f"internal error: {type(exc).__name__}: {one_line(exc)}; rerun with --debug for the traceback",
             ExitCode.INTERNAL_ERROR,
+        )
+
+
+def _refuse_flags_without_effect(ctx: typer.Context, config: object) -> None:
+    """A flag given on the command line that this run would ignore is a mistake worth one line: the
+    user believes it took effect (a gate without its baseline, labels the data already hold)."""
+    from robaudit.config import AuditConfig
+
+    assert isinstance(config, AuditConfig)
+    if config.baseline is None:
+        for param in ("max_drop", "allow_mismatch"):
+            if _given(ctx, param):
+                _fail(
+                    f"--{param.replace('_', '-')}: compares with a baseline, and none was given; pass "
+                    f"--baseline results.json (or drop --{param.replace('_', '-')})",
+                    ExitCode.USAGE_ERROR,
+                )
+    if (
+        config.labels is not None
+        and _given(ctx, "labels")
+        and Path(str(config.data)).suffix.lower() != ".npy"
+    ):
+        data = config.data or "mnist (the default)"
+        _fail(
+            f"--labels {config.labels}: labels go with .npy images, and --data {data} holds its own (an .npz "
+            f"names its arrays with --npz-keys, an image folder labels by class folder); drop --labels",
+            ExitCode.USAGE_ERROR,
         )
 
 

@@ -62,6 +62,14 @@ def check_linf_eps(eps: float, field: str = "--eps") -> None:
         )
 
 
+def parse_target(value: object) -> str:
+    """none, random, least-likely or a class index (an int from YAML, or its digits)."""
+    text = str(value).strip().lower()
+    if not isinstance(value, bool) and (text in ("none", "random", "least-likely") or text.isdigit()):
+        return text
+    raise ValueError("use none, random, least-likely or a class index such as 3")
+
+
 class AuditConfig(BaseModel):
     """Everything one audit needs. Paths are as the user gave them."""
 
@@ -189,10 +197,7 @@ class AuditConfig(BaseModel):
     @field_validator("target")
     @classmethod
     def _target_valid(cls, value: str) -> str:
-        value = str(value).strip().lower()
-        if value in ("none", "random", "least-likely") or value.isdigit():
-            return value
-        raise ValueError("use none, random, least-likely or a class index such as 3")
+        return parse_target(value)
 
     @field_validator("attack_kwargs")
     @classmethod

@@ -22,7 +22,14 @@ from pydantic import (
     model_validator,
 )
 
-from robaudit.config import DEFAULT_BATCH_SIZE, Norm, parse_batch_size, parse_eps
+from robaudit.config import (
+    DEFAULT_BATCH_SIZE,
+    Norm,
+    check_linf_eps,
+    parse_batch_size,
+    parse_eps,
+    parse_target,
+)
 from robaudit.errors import UsageError
 
 BUILTIN = ("quick", "standard", "thorough")
@@ -96,6 +103,12 @@ class ThreatSection(_Section):
     norms: list[Norm] = Field(default_factory=lambda: list[Norm](["linf"]))
     eps: EpsList = Field(default_factory=lambda: list[float | str]([0.1]))
     target: str = "none"
+
+    @field_validator("target", mode="before")
+    @classmethod
+    def _target(cls, value: object) -> str:
+        # `target: 3` reads as an int in YAML; the CLI's --target 3 is the same class index.
+        return parse_target(value)
 
     @field_validator("eps")
     @classmethod
@@ -245,6 +258,59 @@ def parse_profile(text: str, source: str) -> Profile:
         raise UsageError(f"{source}: {_field_path(tuple(err['loc']))}: {message}") from None
 
 
+# The native attacks and the norms each runs under (robaudit.attacks.REGISTRY, without importing
+# torch: `profile validate` must stay fast; a test keeps the two in step).
+NATIVE_ATTACK_NORMS = {"fgsm": ("linf", "l2", "l1"), "pgd": ("linf", "l2", "l1"), "onepixel": ("l0",)}
+_EPS_TOLERANCE = 1e-9  # robaudit.gate's: 8/255 written two ways is one eps
+
+
+def check_runnable(profile: Profile, source: str) -> None:
+    """What ``robaudit scan`` would refuse or could never pass in a schema-valid profile, named by its
+    field: an unknown attack, an L∞ eps above 1, a gate check on a threat model no attack runs."""
+    threat_eps = [float(e) for e in profile.threat.eps]
+    if "linf" in profile.threat.norms:
+        for e in threat_eps:
+            check_linf_eps(e, field=f"{source}: threat.eps")
+    runs: set[tuple[str, float]] = set()
+    unknown_norms = False  # an ART attack's norms are known only once ART is imported
+    for i, entry in enumerate(profile.attacks):
+        key = entry.name.strip().lower()
+        norms = list(entry.norms or profile.threat.norms)
+        eps = [float(e) for e in (entry.eps or profile.threat.eps)]
+        if "linf" in norms and entry.eps:
+            for e in eps:
+                check_linf_eps(e, field=f"{source}: attacks[{i}].eps")
+        if key.startswith("art:"):
+            if not key[4:].strip().isidentifier():
+                raise UsageError(
+                    f"{source}: attacks[{i}].name: write an ART class name after art:, e.g. art:DeepFool"
+                )
+            unknown_norms = True
+            continue
+        if key not in NATIVE_ATTACK_NORMS:
+            raise UsageError(
+                f"{source}: attacks[{i}].name: unknown attack {entry.name!r}; choose from "
+                f"{', '.join(sorted(NATIVE_ATTACK_NORMS))}, or art:ClassName"
+            )
+        if key == "onepixel":
+            runs.add(("l0", float(entry.pixels or 1)))
+        else:
+            runs.update((n, e) for n in norms if n in NATIVE_ATTACK_NORMS[key] for e in eps)
+    if unknown_norms:
+        return
+    for j, check in enumerate(profile.gate.checks):
+        if check.norm is None or check.eps is None:
+            continue
+        wanted = (check.norm, float(check.eps))
+        if not any(n == wanted[0] and abs(e - wanted[1]) <= _EPS_TOLERANCE for n, e in runs):
+            ran = ", ".join(f"{n} {e:g}" for n, e in sorted(runs))
+            raise UsageError(
+                f"{source}: gate.checks[{j}]: no attack of this profile runs {check.norm} at eps "
+                f"{float(check.eps):g} (it runs {ran}), so the check could never pass; add the eps to "
+                f"threat.eps or check one that runs"
+            )
+
+
 def builtin_text(name: str) -> str:
     return (resources.files("robaudit") / "profiles" / f"{name}.yaml").read_text(encoding="utf-8")
 
@@ -252,7 +318,10 @@ def builtin_text(name: str) -> str:
 def load_profile(spec: str) -> tuple[Profile, str]:
     """A profile file, or a built-in one by name (quick, standard, thorough). Returns it and its source."""
     if spec in BUILTIN and not Path(spec).exists():
-        return parse_profile(builtin_text(spec), f"built-in profile {spec}"), spec
+        source = f"built-in profile {spec}"
+        profile = parse_profile(builtin_text(spec), source)
+        check_runnable(profile, source)
+        return profile, spec
     path = Path(spec)
     if not path.is_file():
         raise UsageError(
@@ -262,7 +331,9 @@ def load_profile(spec: str) -> tuple[Profile, str]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read the profile ({exc})") from None
-    return parse_profile(text, str(path)), str(path)
+    profile = parse_profile(text, str(path))
+    check_runnable(profile, str(path))
+    return profile, str(path)
 
 
 # --- to configuration -------------------------------------------------------------------------------

@@ -953,3 +953,15 @@ def test_the_data_range_and_the_model_input_range_are_set_apart(tmp_path: Path) 
     # Without --data-range, float 0..255 arrays for a [0, 1] model are refused with the flag to pass.
     refused = runner.invoke(app, ["scan", str(cnn), "--data", str(f255)])
     assert refused.exit_code == 3 and "--data-range 0,255" in refused.output
+
+
+def test_npz_keys_may_be_written_with_a_space(tmp_path: Path) -> None:
+    with np.load(HOLDOUT) as held:
+        data = tmp_path / "named.npz"
+        np.savez(data, images=held["x"][:20], labels=held["y"][:20])
+    out = tmp_path / "r.json"
+    result = runner.invoke(
+        app, ["scan", str(MNIST_CNN), "--data", str(data), "--npz-keys", "images, labels", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text(encoding="utf-8"))["data"]["n_evaluated"] == 20

@@ -321,6 +321,16 @@ def two_outputs_one_file(tmp: Path) -> list[object]:
     return [CNN, "--data", HOLDOUT, "--html", tmp / "report", "--markdown", tmp / "report"]
 
 
+def max_drop_without_baseline(tmp: Path) -> list[object]:
+    return [CNN, "--data", HOLDOUT, "--max-drop", "0.01"]
+
+
+def labels_beside_an_npz(tmp: Path) -> list[object]:
+    labels = tmp / "y.npy"
+    np.save(labels, np.zeros(2000, np.int64))
+    return [CNN, "--data", HOLDOUT, "--labels", labels]
+
+
 def baseline_not_results(tmp: Path) -> list[object]:
     path = tmp / "base.json"
     path.write_text("[1, 2, 3]", encoding="utf-8")
@@ -368,6 +378,8 @@ CATALOGUE: list[tuple[Callable[[Path], list[object]], int, list[str]]] = [
     (output_over_the_model, 2, ["--html", "model.onnx", "is also the model file"]),
     (output_over_the_data, 2, ["--markdown", "is also the data"]),
     (two_outputs_one_file, 2, ["--markdown", "is also the --html output"]),
+    (max_drop_without_baseline, 2, ["--max-drop", "none was given", "--baseline"]),
+    (labels_beside_an_npz, 2, ["--labels", "holds its own", "drop --labels"]),
     (baseline_not_results, 3, ["base.json", "not a robaudit results file"]),
 ]
 

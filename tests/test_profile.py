@@ -176,6 +176,72 @@ def test_validate_reports_the_field_path_and_exit_2(tmp_path: Path) -> None:
     assert "no such file" in one_error_line(invoke("profile", "validate", tmp_path / "missing.yaml"), 2)
 
 
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ("attacks: [{name: fgsmm}]", ["attacks[0].name: unknown attack 'fgsmm'", "fgsm, onepixel, pgd"]),
+        ("attacks: [{name: fgsm}, {name: 'art:'}]", ["attacks[1].name", "art:DeepFool"]),
+        ("threat: {eps: [8]}", ["threat.eps: 8 is larger than 1", "8/255"]),
+        ("attacks: [{name: pgd, eps: [0.1, 16]}]", ["attacks[0].eps: 16 is larger than 1"]),
+        (
+            "threat: {eps: [0.1]}\ngate: {checks: [{metric: robust_accuracy, norm: linf, eps: 0.2, min: 0.5}]}",
+            ["gate.checks[0]: no attack of this profile runs linf at eps 0.2 (it runs linf 0.1)"],
+        ),
+        (
+            "attacks: [{name: onepixel}]\ngate: {checks: [{metric: robust_accuracy, norm: l0, eps: 3, min: 0.5}]}",
+            ["gate.checks[0]: no attack of this profile runs l0 at eps 3 (it runs l0 1)"],
+        ),
+        ("threat: {target: cat}", ["threat.target: use none, random, least-likely or a class index"]),
+    ],
+    ids=[
+        "attack-typo",
+        "art-no-class",
+        "linf-eps-8",
+        "entry-eps-16",
+        "gate-eps-not-run",
+        "gate-l0",
+        "target",
+    ],
+)
+def test_validate_refuses_what_scan_would_refuse_by_field_path(
+    tmp_path: Path, body: str, words: list[str]
+) -> None:
+    """A profile that `profile validate` passes must not be refused by `scan`: the same checks, named
+    by the profile's own field path, not by the flag they map to."""
+    path = tmp_path / "p.yaml"
+    path.write_text(f"version: 1\n{body}\n", encoding="utf-8")
+    for command in (["profile", "validate", path], ["profile", "show", path], ["scan", "--profile", path]):
+        line = one_error_line(invoke(*command), 2)
+        assert f"{path}: " in line
+        for word in words:
+            assert word in line, (command, word, line)
+
+
+def test_a_gate_check_on_a_threat_model_that_runs_is_valid(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "version: 1\nattacks: [{name: fgsm}, {name: pgd, norms: [l2], eps: [0.5]}, {name: onepixel, pixels: 3}]\n"
+        "threat: {eps: [8/255], target: 3}\ngate: {checks: [\n"
+        "  {metric: robust_accuracy, norm: linf, eps: 0.0313725490196, min: 0.5},\n"
+        "  {metric: robust_accuracy, norm: l2, eps: 0.5, min: 0.5},\n"
+        "  {metric: robust_accuracy, norm: l0, eps: 3, min: 0.5}]}\n",
+        encoding="utf-8",
+    )
+    result = invoke("profile", "validate", path)
+    assert result.exit_code == 0, result.output
+    assert config_values(load_profile(str(path))[0])["target"] == "3"  # YAML's int 3, as --target 3
+
+
+def test_the_profile_knows_every_native_attack_and_its_norms() -> None:
+    """profile.py lists the native attacks without importing torch; it must match the registry."""
+    from robaudit.attacks import REGISTRY, build_attack
+    from robaudit.profile import NATIVE_ATTACK_NORMS
+
+    assert set(NATIVE_ATTACK_NORMS) == set(REGISTRY)
+    for name, norms in NATIVE_ATTACK_NORMS.items():
+        assert tuple(build_attack(name).norms) == norms
+
+
 def test_show_fills_in_defaults_and_its_output_is_a_valid_profile(tmp_path: Path) -> None:
     result = invoke("profile", "show", "standard")
     assert result.exit_code == 0, result.output
