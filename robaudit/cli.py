@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 
 from robaudit import __version__
-from robaudit.errors import ExitCode, RobauditError, one_line
+from robaudit.errors import ExitCode, InputError, RobauditError, one_line
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 passed; 1 gate failed; 2 usage or profile error; 3 unreadable or unsafe input; "
@@ -601,13 +601,23 @@ def _scan(config: object) -> None:
             console.print(f"wrote {path}", highlight=False)
     outcomes = evaluate_checks(result, checks)
     if baseline is not None:
-        outcomes += compare_baseline(
-            result,
-            baseline,
-            max_drop=0.02 if config.max_drop is None else config.max_drop,
-            allow_mismatch=config.allow_mismatch,
-            baseline_path=str(config.baseline),
-        )
+        try:
+            outcomes += compare_baseline(
+                result,
+                baseline,
+                max_drop=0.02 if config.max_drop is None else config.max_drop,
+                allow_mismatch=config.allow_mismatch,
+                baseline_path=str(config.baseline),
+            )
+        except InputError as exc:
+            if config.junit_path is not None:  # a CI test reporter shows why the gate could not decide
+                from robaudit.report.junit import write_junit
+
+                write_junit(
+                    outcomes, config.junit_path, timestamp=result.created_utc, errors=[("baseline", str(exc))]
+                )
+                console.print(f"wrote {config.junit_path}", highlight=False)
+            raise
     if outcomes:
         render_gate(outcomes, console)
     if config.junit_path is not None:

@@ -618,6 +618,16 @@ def test_baseline_regression_and_mismatch_refusal(tmp_path: Path, small_npz: Pat
         scan(MNIST_CNN, "--data", other, "--eps", "0.1", "--baseline", base), 3
     )
     assert str(base) in line and "--allow-mismatch" in line
+    # With --junit, a CI test reporter still gets a file that says why the gate could not decide.
+    junit = tmp_path / "gate.xml"
+    refused = scan(MNIST_CNN, "--data", other, "--eps", "0.1", "--baseline", base, "--junit", junit)
+    assert refused.exit_code == 3
+    import xml.etree.ElementTree as ET
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("errors") == "1"
+    error = suite.find("testcase[@name='baseline']/error")
+    assert error is not None and "not comparable" in (error.get("message") or "")
     allowed = scan(MNIST_CNN, "--data", other, "--eps", "0.1", "--baseline", base, "--allow-mismatch")
     assert allowed.exit_code in (0, 1), allowed.output
     assert "mismatch" in flat(allowed.stdout).lower() or "differ" in flat(allowed.stdout).lower()

@@ -607,6 +607,15 @@ def test_junit_from_real_checks(junit_schema: xmlschema.XMLSchema) -> None:
             assert failure.get("message") == outcome.message == failure.text
 
 
+def test_junit_with_a_check_that_could_not_be_made(junit_schema: xmlschema.XMLSchema) -> None:
+    xml = render_junit([_outcome("a", True)], errors=[("baseline", "not comparable: dataset differs")])
+    junit_schema.validate(xml)
+    root = ET.fromstring(xml)
+    assert root.get("tests") == "2" and root.get("errors") == "1" and root.get("failures") == "0"
+    error = root.find("testsuite/testcase[@name='baseline']/error")
+    assert error is not None and error.get("message") == "not comparable: dataset differs"
+
+
 def test_junit_no_checks_is_an_empty_suite(junit_schema: xmlschema.XMLSchema) -> None:
     text = render_junit([])
     junit_schema.validate(text)
