@@ -849,3 +849,15 @@ def test_a_broken_safetensors_file_is_one_input_error(tmp_path: Path, content: b
     path.write_bytes(content)
     with pytest.raises(InputError, match=message):
         load_model(AuditConfig(model=path, arch="tests.conftest:SmallCNN"), CPU)
+
+
+def test_a_torchscript_model_failing_on_the_data_says_why(tmp_path: Path, holdout_x: torch.Tensor) -> None:
+    """TorchScript puts its interpreter's traceback before the error; the one line keeps the error."""
+    rgb = holdout_x.expand(-1, 3, -1, -1).contiguous()
+    handle = load_model(AuditConfig(model=SAMPLES / "mnist_cnn.pt"), CPU)
+    with pytest.raises(InputError) as info:
+        handle.bind((3, 28, 28), rgb)
+    message = str(info.value)
+    assert "fails on data of shape 3x28x28" in message
+    assert "expected input" in message and "to have 1 channels, but got 3 channels" in message
+    assert "\n" not in message

@@ -234,7 +234,11 @@ def _wrapper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> str:
 
 
 def _one_line(exc: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and "TorchScript" in lines[0]:
+        # TorchScript puts its own traceback first; the error itself is the last line.
+        lines = lines[-1:]
+    text = " ".join(" ".join(lines).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
