@@ -450,8 +450,8 @@ def _prepare_with(
         if not remaining:
             raise InputError(
                 message
-                + "; re-export the model with standard ops (e.g. torch.onnx.export), or audit the PyTorch "
-                "model directly"
+                + "; re-export it with standard ops (from PyTorch, torch.onnx.export(..., dynamo=True)), or "
+                "audit the PyTorch model directly (TorchScript, .pt2, or a state_dict with --arch)"
             )
         notes.append(message + f"; running only {', '.join(remaining)}")
         attacks = [a for a in attacks if not a.needs_gradients]
@@ -556,7 +556,6 @@ def _audit(
         notes.append(f"saved {saved} adversarial examples to {config.adversarial_path}")
     clean_correct = records.clean_pred == records.labels
     timings["clean_seconds"] = round(records.clean_seconds, 4)
-    timings["total_seconds"] = round(time.perf_counter() - total_start, 4)
     caps = adapter.capabilities
     model_path = Path(config.model)
     model_format = "onnx" if caps.backend == "onnx" else model_path.suffix.lstrip(".") or "torch"
@@ -640,4 +639,6 @@ def _audit(
         flags += probed
         notes = [*notes, *probe_notes]
         timings["checks_seconds"] = round(time.perf_counter() - start, 4)
+    # The whole audit's wall time: the radius bisection and the reliability probes included.
+    timings["total_seconds"] = round(time.perf_counter() - total_start, 4)
     return replace(result, flags=flags, notes=list(notes), timings=dict(timings), complete=not interrupted)

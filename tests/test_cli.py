@@ -975,3 +975,16 @@ def test_npz_keys_may_be_written_with_a_space(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text(encoding="utf-8"))["data"]["n_evaluated"] == 20
+
+
+def test_total_seconds_covers_every_phase(tmp_path: Path) -> None:
+    """The total is the audit's wall time: loading, the attacks and the reliability probes after them."""
+    out = tmp_path / "r.json"
+    result = runner.invoke(
+        app, ["scan", str(MNIST_CNN), "--data", str(HOLDOUT), "--limit", "40", "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    timings = json.loads(out.read_text(encoding="utf-8"))["timings"]
+    assert timings["checks_seconds"] > 0
+    phases = timings["load_seconds"] + timings["clean_seconds"] + timings["checks_seconds"]
+    assert timings["total_seconds"] >= phases

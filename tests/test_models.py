@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -861,3 +862,76 @@ def test_a_torchscript_model_failing_on_the_data_says_why(tmp_path: Path, holdou
     assert "fails on data of shape 3x28x28" in message
     assert "expected input" in message and "to have 1 channels, but got 3 channels" in message
     assert "\n" not in message
+
+
+class _TiedWeights(torch.nn.Module):
+    """Two layers that share one weight tensor, as tied embeddings or timm's CoaT share theirs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Linear(784, 784, bias=False)
+        self.again = torch.nn.Linear(784, 784, bias=True)
+        self.again.weight = self.features.weight
+        self.head = torch.nn.Linear(784, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.features(x.flatten(1)))
+        return self.head(torch.relu(self.again(h)))
+
+
+def test_a_safetensors_file_of_a_model_with_shared_weights_loads(
+    tmp_path: Path, holdout_x: torch.Tensor
+) -> None:
+    """safetensors' save_file refuses shared tensors; save_model, its documented way, stores each once."""
+    from safetensors.torch import save_file, save_model
+
+    torch.manual_seed(0)
+    source = _TiedWeights().eval()
+    with pytest.raises(RuntimeError):
+        save_file(source.state_dict(), str(tmp_path / "refused.safetensors"))
+    path = tmp_path / "tied.safetensors"
+    save_model(source, str(path))
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as stored:
+        assert len(list(stored.keys())) == len(source.state_dict()) - 1  # one name of the pair dropped
+    _, adapter = bind(path, holdout_x, arch="tests.test_models:_TiedWeights")
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), source(holdout_x))
+
+
+class _BlurPool(torch.nn.Module):
+    """timm's BlurPool: a fixed filter kept as a non-persistent buffer and used as a depthwise Conv
+    weight, which the TorchScript exporter writes as a Constant node."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = k[:, None] * k[None, :]
+        self.register_buffer("filt", (k / k.sum()).expand(channels, 1, 3, 3).clone(), persistent=False)
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        return torch.nn.functional.conv2d(padded, self.filt, stride=2, groups=self.channels)
+
+
+def test_a_constant_used_as_a_conv_weight_converts(tmp_path: Path, holdout_x: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    source = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), _BlurPool(8), torch.nn.Flatten(),
+        torch.nn.Linear(8 * 14 * 14, 10),
+    ).eval()  # fmt: skip
+    path = tmp_path / "blur.onnx"
+    with warnings.catch_warnings():  # the exporter's own notices about constant folding
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            source, (holdout_x[:2],), str(path), dynamo=False, input_names=["x"], output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+        )  # fmt: skip
+    conv_inputs = {name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv" for name in n.input}
+    constants = {n.output[0] for n in onnx.load(str(path)).graph.node if n.op_type == "Constant"}
+    assert conv_inputs & constants  # the exporter wrote the filter as a Constant node
+    handle, adapter = bind(path, holdout_x)
+    assert adapter.capabilities.gradients, adapter.capabilities.gradient_note
+    assert any("1 Constant node(s) used as layer weights" in note for note in handle.notes)
+    torch.testing.assert_close(adapter.logits(holdout_x).detach(), source(holdout_x), atol=1e-5, rtol=1e-4)

@@ -70,6 +70,46 @@ def bypass_initializer_identities(graph: onnx.GraphProto) -> int:
     return len(target)
 
 
+# Operators whose inputs after the first are weights (and bias) that the converters build a layer from.
+_WEIGHTED_OPS = {"Conv", "ConvTranspose", "Gemm"}
+
+
+def lift_weight_constants(graph: onnx.GraphProto) -> int:
+    """Turn ``Constant`` nodes that feed a Conv/ConvTranspose/Gemm weight or bias into initializers of
+    the same name; return how many.
+
+    PyTorch's TorchScript exporter writes a non-persistent buffer used as a weight (timm's BlurPool
+    filter, say) as a Constant node rather than an initializer. Both converters read a Conv's weight
+    only from the initializers and fail on such a graph; ONNX Runtime computes the same either way.
+    """
+    weights = {
+        name for node in graph.node if node.op_type in _WEIGHTED_OPS for name in node.input[1:] if name
+    }
+    kept = {o.name for o in graph.output} | _subgraph_names(graph)
+    lifted = []
+    for node in graph.node:
+        if (
+            node.op_type == "Constant"
+            and len(node.output) == 1
+            and node.output[0] in weights
+            and node.output[0] not in kept
+            and len(node.attribute) == 1
+            and node.attribute[0].name == "value"
+        ):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(node.attribute[0].t)
+            tensor.name = node.output[0]
+            lifted.append((node, tensor))
+    if not lifted:
+        return 0
+    graph.initializer.extend(tensor for _, tensor in lifted)
+    gone = {id(node) for node, _ in lifted}
+    nodes = [n for n in graph.node if id(n) not in gone]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(lifted)
+
+
 def _subgraph_names(graph: onnx.GraphProto) -> set[str]:
     """Every value name that a node's subgraph (If, Loop, Scan bodies) reads or writes."""
     names: set[str] = set()

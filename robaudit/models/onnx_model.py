@@ -33,6 +33,7 @@ from robaudit.models.base import (
 from robaudit.models.layout import use_channels_last
 from robaudit.models.onnx_graph import (
     bypass_initializer_identities,
+    lift_weight_constants,
     rescales_from_255,
     strip_final_softmax,
     topological_sort,
@@ -193,6 +194,11 @@ class OnnxModelHandle:
         if bypassed:
             self.notes.append(
                 f"{path.name}: {bypassed} Identity node(s) over shared weights bypassed for the conversion"
+            )
+        lifted = lift_weight_constants(model.graph)
+        if lifted:
+            self.notes.append(
+                f"{path.name}: {lifted} Constant node(s) used as layer weights made initializers for the conversion"
             )
         stripped = strip_final_softmax(model)
         self.stripped_softmax = stripped is not None

@@ -211,6 +211,7 @@ def _module_from_state(
             f"{path.name}: every weight's name began with {prefix!r} (as DataParallel or a Lightning module "
             f"saves them); loaded them without it"
         )
+    state = _with_shared_names(state, module)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -218,6 +219,28 @@ def _module_from_state(
             f"{path}: weights do not fit --arch {config.arch} ({_one_line(exc)}); give the class they were saved from"
         ) from None
     return module.to(device), f"{kind} + {config.arch}", None, notes
+
+
+def _with_shared_names(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """Fill in the names of weights the model shares (tied embeddings, one tensor used by two layers)
+    that the file stores only once, as ``safetensors.torch.save_model`` writes them: each missing name
+    takes the tensor of a stored name that is the same tensor in the model."""
+    own = module.state_dict(keep_vars=True)
+    missing = [name for name in own if name not in state]
+    if not missing:
+        return state
+    by_storage: dict[tuple[int, int, tuple[int, ...]], list[str]] = {}
+    for name, tensor in own.items():
+        if tensor.device.type != "meta" and tensor.numel():
+            key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            by_storage.setdefault(key, []).append(name)
+    filled = dict(state)
+    for names in by_storage.values():
+        stored = next((name for name in names if name in state), None)
+        if stored is not None:
+            for name in names:
+                filled.setdefault(name, state[stored])
+    return filled
 
 
 def _wrapper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> str:
