@@ -473,7 +473,8 @@ def run_audit(
     ``module``: audit an in-memory PyTorch model (see ``prepare``); it is left as it was found.
     """
     total_start = time.perf_counter()
-    with float32_math(config.tf32):
+    # Attacks need gradients even when the caller's notebook runs under inference_mode or no_grad.
+    with float32_math(config.tf32), torch.inference_mode(False), torch.enable_grad():
         prepared = prepare(config, module)
         try:
             return _audit(config, prepared, progress, module, total_start)
@@ -514,6 +515,8 @@ def _audit(
         run_dir=run_dir,
     )
     interrupted = records.interrupted
+    if interrupted and records.completed == 0:
+        raise KeyboardInterrupt  # no batch finished: no figure to report, so no partial report either
     if interrupted:
         records = completed_part(records)
     adapter, dataset, indices = prepared.adapter, prepared.dataset, prepared.indices

@@ -209,6 +209,14 @@ class AuditConfig(BaseModel):
                 )
         return value
 
+    @field_validator("eps", mode="before")
+    @classmethod
+    def _eps_parsed(cls, value: object) -> object:
+        # The library takes eps as the CLI and profiles do: 0.1, or "8/255".
+        if isinstance(value, (list, tuple)):
+            return tuple(parse_eps(e) if isinstance(e, str) else e for e in value)
+        return value
+
     @field_validator("eps")
     @classmethod
     def _eps_valid(cls, value: tuple[float, ...]) -> tuple[float, ...]:

@@ -433,3 +433,93 @@ def test_tf32_switches_hold_for_the_audit_and_are_given_back(
         )
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+class _WithBatchNorm(nn.Module):
+    """BatchNorm keeps a 0-dim buffer (num_batches_tracked), as does a scalar temperature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 26 * 26, 10)
+        self.register_buffer("temperature", torch.tensor(2.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.bn(self.conv(x))).flatten(1)) / self.temperature
+
+
+def test_an_in_memory_model_with_batchnorm_is_audited_and_left_in_train_mode() -> None:
+    torch.manual_seed(0)
+    model = _WithBatchNorm().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = audit(model, HOLDOUT, limit=32, attacks=("fgsm",))
+    assert result.rows[0].n_samples == 32 and len(result.model.sha256) == 64  # type: ignore[attr-defined]
+    assert model.training  # eval for the audit, then back as it was found
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[key])  # running statistics untouched
+
+
+def test_an_audit_inside_inference_mode_still_attacks(fragile: nn.Module, own_label_npz: Path) -> None:
+    """A notebook cell under torch.inference_mode() or no_grad() gets the same audit as outside."""
+    outside = audit(fragile, own_label_npz, attacks=("fgsm", "pgd"), steps=5)
+    with torch.inference_mode():
+        inside = audit(fragile, own_label_npz, attacks=("fgsm", "pgd"), steps=5)
+    with torch.no_grad():
+        no_grad = audit(fragile, own_label_npz, attacks=("fgsm", "pgd"), steps=5)
+    for other in (inside, no_grad):
+        assert [r.n_robust for r in other.rows] == [r.n_robust for r in outside.rows]  # type: ignore[attr-defined]
+        assert not any(r.error for r in other.rows)  # type: ignore[attr-defined]
+    assert min(r.n_robust for r in outside.rows) < outside.n_clean_correct  # type: ignore[attr-defined]
+
+
+class _InterruptAtFirstBatch:
+    """A progress sink that stands for Ctrl-C arriving before any batch has finished."""
+
+    def add_task(self, description: str, total: int) -> int:
+        return 0
+
+    def advance(self, task: int, n: int) -> None:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupt_before_any_batch_finished_propagates(fragile: nn.Module) -> None:
+    """With nothing finished there are no figures: the interrupt reaches the caller, not a result of NaNs."""
+    config = AuditConfig(model=Path("in-memory"), data=str(HOLDOUT), limit=16, attacks=("fgsm",))
+    flags = [p.requires_grad for p in fragile.parameters()]
+    with pytest.raises(KeyboardInterrupt):
+        run_audit(config, progress=_InterruptAtFirstBatch(), module=fragile)
+    assert [p.requires_grad for p in fragile.parameters()] == flags  # the model is restored all the same
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["float64", "bfloat16"])
+def test_a_model_in_another_float_type_is_fed_its_own_type(
+    fragile: nn.Module, own_label_npz: Path, dtype: torch.dtype
+) -> None:
+    import copy
+
+    reference = audit(fragile, own_label_npz, attacks=("fgsm", "pgd"), steps=5)
+    typed = copy.deepcopy(fragile).to(dtype)
+    result = audit(typed, own_label_npz, attacks=("fgsm", "pgd"), steps=5)
+    assert not any(r.error for r in result.rows)  # type: ignore[attr-defined]
+    assert any(f"computes in {str(dtype).removeprefix('torch.')}" in n for n in result.notes)  # type: ignore[attr-defined]
+    assert next(typed.parameters()).dtype == dtype  # the user's model keeps its type
+    if dtype == torch.float64:  # the same model, more precisely: the same verdicts
+        assert [r.n_robust for r in result.rows] == [r.n_robust for r in reference.rows]  # type: ignore[attr-defined]
+    else:  # bfloat16 rounds the logits; the attacks still fool what they fooled in float32, give or take
+        for row, ref in zip(result.rows, reference.rows, strict=True):  # type: ignore[attr-defined]
+            assert abs(row.n_robust - ref.n_robust) <= 3
+
+
+def test_the_library_takes_eps_as_the_cli_does_and_leaves_sys_path_alone(tmp_path: Path) -> None:
+    import sys
+
+    from robaudit.models import load_model
+
+    config = AuditConfig(
+        model=SAMPLES / "mnist_cnn_state.pt", arch="sample_models.lenet:LeNet", eps=("8/255", 0.1)
+    )
+    assert config.eps == (8 / 255, 0.1)
+    path_before = list(sys.path)
+    load_model(config, torch.device("cpu"))
+    assert sys.path == path_before

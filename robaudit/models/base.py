@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -199,3 +199,17 @@ class ModelAdapter:
         model_input = self.preprocessing.apply(x01).detach().cpu().numpy().astype(np.float32, copy=False)
         raw = torch.from_numpy(np.ascontiguousarray(self._runtime(model_input))).to(self.device)
         return to_logits(raw.reshape(raw.shape[0], -1).float(), self.output_kind)
+
+
+class InDtype(torch.nn.Module):
+    """A float16, bfloat16 or float64 model seen as float32: the input is cast to the model's type and
+    the scores back (autograd differentiates through both casts)."""
+
+    def __init__(self, inner: Callable[..., Any], dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner = inner
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> Any:
+        out = self.inner(x.to(self.dtype))
+        return out.float() if isinstance(out, torch.Tensor) else out

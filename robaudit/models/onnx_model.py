@@ -24,6 +24,7 @@ from robaudit.errors import InputError, is_out_of_memory
 from robaudit.isolated import preflight, trial_conversion
 from robaudit.models.base import (
     Capabilities,
+    InDtype,
     ModelAdapter,
     Preprocessing,
     detect_output_kind,
@@ -59,19 +60,6 @@ FLOAT_INPUTS: dict[int, type[np.floating]] = {
 
 
 _TORCH_DTYPES: dict[type[np.floating], torch.dtype] = {np.float16: torch.float16, np.float64: torch.float64}
-
-
-class _InDtype(torch.nn.Module):
-    """A converted float16 or float64 graph seen as float32: the input is cast to the graph's type and
-    the output back (autograd differentiates through both casts)."""
-
-    def __init__(self, inner: torch.nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.inner = inner
-        self.dtype = dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x.to(self.dtype)).float()
 
 
 def _graph_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
@@ -463,7 +451,7 @@ class OnnxModelHandle:
             p.requires_grad_(False)
         typed: torch.nn.Module = module
         if self.input_dtype != np.float32:
-            typed = _InDtype(module, _TORCH_DTYPES[self.input_dtype])
+            typed = InDtype(module, _TORCH_DTYPES[self.input_dtype])
         if self.fixed_batch is None:
             return typed
         candidate = fixed_batch_module(typed, self.fixed_batch)

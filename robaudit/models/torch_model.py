@@ -20,6 +20,7 @@ from robaudit.config import AuditConfig
 from robaudit.errors import InputError, UsageError
 from robaudit.models.base import (
     Capabilities,
+    InDtype,
     ModelAdapter,
     Preprocessing,
     detect_output_kind,
@@ -84,14 +85,18 @@ def _import_arch(spec: str) -> Callable[..., object]:
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         raise UsageError(f"--arch {spec}: write it as package.module:ClassName or package.module:function")
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # let users name a module in the current folder, as `python -m` does
+    added = "" not in sys.path
+    if added:  # let users name a module in the current folder, as `python -m` does; only for the import
+        sys.path.insert(0, "")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(
             f"--arch {spec}: cannot import {module_name} ({exc}); check the module path"
         ) from None
+    finally:
+        if added and "" in sys.path:
+            sys.path.remove("")
     build = getattr(module, name, None)
     is_module_class = isinstance(build, type) and issubclass(build, nn.Module)
     if not is_module_class and not (callable(build) and not isinstance(build, type)):
@@ -271,7 +276,8 @@ def weights_sha256(module: nn.Module) -> str:
     for name, tensor in module.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        # Flattened first: a 0-dim tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes.
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
 
 
@@ -354,6 +360,14 @@ class TorchModelHandle:
             use_channels_last(self.model)
         scores = ScoresOnly(self.model)
         self.model = scores
+        dtype = _compute_dtype(scores.inner)
+        if dtype is not None and dtype != torch.float32:
+            # Images stay float32 on [0, 1]; the model sees its own type, as an ONNX graph's input does.
+            self.model = InDtype(scores, dtype)
+            self.notes.append(
+                f"{self.path.name}: the model computes in {str(dtype).removeprefix('torch.')}; each image is "
+                f"cast to it on its way in, and the scores back to float32"
+            )
         if self.fixed_batch is not None:
             self.model = fixed_batch_module(self.model, self.fixed_batch)
             if hasattr(self.model, "probe"):
@@ -396,6 +410,15 @@ class TorchModelHandle:
     def restore(self) -> None:
         """Give the model back in the training mode and requires_grad state it was loaded in."""
         self._frozen.restore()
+
+
+def _compute_dtype(model: Any) -> torch.dtype | None:
+    """The floating type of a model's first parameter or buffer, or None (TorchScript and torch.export
+    modules included, which have them too)."""
+    tensors = []
+    if isinstance(model, (nn.Module, torch.jit.ScriptModule)):
+        tensors = [*model.parameters(), *model.buffers()]
+    return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
 
 class ScoresOnly(nn.Module):
