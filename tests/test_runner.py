@@ -523,3 +523,25 @@ def test_the_library_takes_eps_as_the_cli_does_and_leaves_sys_path_alone(tmp_pat
     path_before = list(sys.path)
     load_model(config, torch.device("cpu"))
     assert sys.path == path_before
+
+
+def test_an_audit_leaves_the_callers_random_state_alone(tmp_path: Path) -> None:
+    """Building --arch, converting an ONNX graph and ART's attacks draw random numbers; the caller's
+    torch and numpy generators come back as they were."""
+    configs = [
+        AuditConfig(
+            model=SAMPLES / "mnist_cnn_state.pt", arch="sample_models.lenet:LeNet", data=str(HOLDOUT), limit=8
+        ),
+        AuditConfig(model=SAMPLES / "mnist_cnn.onnx", data=str(HOLDOUT), limit=8),
+        AuditConfig(
+            model=SAMPLES / "mnist_cnn.pt", data=str(HOLDOUT), limit=8, attacks=("art:FastGradientMethod",)
+        ),
+    ]
+    for config in configs:
+        torch.manual_seed(123)
+        np.random.seed(123)
+        torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()
+        run_audit(config)
+        assert torch.equal(torch.get_rng_state(), torch_state), config.model
+        after = np.random.get_state()
+        assert after[1].tolist() == numpy_state[1].tolist() and after[2] == numpy_state[2], config.model

@@ -124,11 +124,17 @@ class ArtAttack:
         )
         attack = self._build(classifier, eps, norm, targets is not None)
         labels = (targets if targets is not None else y).cpu().numpy()
-        np.random.seed(int(seeds[0]) & 0xFFFFFFFF)  # ART draws from numpy's global generator
-        x_np = x.detach().cpu().numpy().astype(np.float32)
-        x_adv = torch.from_numpy(
-            np.asarray(attack.generate(x_np, y=np.eye(num_classes, dtype=np.float32)[labels]))
-        )
+        # ART draws from numpy's global generator: seed it for a reproducible run, and give the caller's
+        # state back afterwards.
+        caller_state = np.random.get_state()
+        np.random.seed(int(seeds[0]) & 0xFFFFFFFF)
+        try:
+            x_np = x.detach().cpu().numpy().astype(np.float32)
+            x_adv = torch.from_numpy(
+                np.asarray(attack.generate(x_np, y=np.eye(num_classes, dtype=np.float32)[labels]))
+            )
+        finally:
+            np.random.set_state(caller_state)
         x_adv = x_adv.to(device=x.device, dtype=x.dtype)
         if norm in _ART_NORMS:
             x_adv = clip_to_bounds(x + project(x_adv - x, eps, norm))

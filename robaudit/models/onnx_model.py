@@ -138,7 +138,9 @@ def convert_with(name: str, model: onnx.ModelProto) -> torch.nn.Module:
     converters = dict(attempts)
     if name not in converters:
         raise RuntimeError(next((f for f in failures if f.startswith(name)), f"{name} unavailable"))
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()):
+    # The converters build layers with random initial weights before loading the graph's: fork the
+    # global generator so a library caller's random state is left as it was.
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.random.fork_rng(devices=[]):
         warnings.simplefilter("ignore")
         return converters[name](copy.deepcopy(model))
 

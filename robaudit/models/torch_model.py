@@ -198,7 +198,9 @@ def _module_from_state(
         )
     build = _import_arch(config.arch)
     try:
-        module = build(**config.arch_kwargs)
+        # Building draws random initial weights (replaced by the file's): keep the caller's random state.
+        with torch.random.fork_rng(devices=[]):
+            module = build(**config.arch_kwargs)
     except TypeError as exc:
         raise UsageError(
             f"--arch {config.arch}: cannot construct it ({exc}); pass --arch-kwargs as JSON"
