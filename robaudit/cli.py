@@ -542,11 +542,8 @@ def _refuse_flags_without_effect(ctx: typer.Context, config: object) -> None:
                     f"--baseline results.json (or drop --{param.replace('_', '-')})",
                     ExitCode.USAGE_ERROR,
                 )
-    if (
-        config.labels is not None
-        and _given(ctx, "labels")
-        and Path(str(config.data)).suffix.lower() != ".npy"
-    ):
+    npy_data = config.data is not None and Path(config.data).suffix.lower() == ".npy"
+    if config.labels is not None and _given(ctx, "labels") and not npy_data:
         data = config.data or "mnist (the default)"
         _fail(
             f"--labels {config.labels}: labels go with .npy images, and --data {data} holds its own (an .npz "

@@ -33,6 +33,10 @@ def parse_batch_size(value: object) -> int | str:
     raise ValueError(f"must be a positive whole number of samples or auto, not {value!r}")
 
 
+# Two eps closer than this are one budget: 8/255 written as a fraction and as 0.0313725490196.
+EPS_TOLERANCE = 1e-9
+
+
 def parse_eps(text: str | float | int, field: str = "--eps") -> float:
     """Parse an epsilon written as ``0.1``, ``8/255`` or ``.03``, on the [0, 1] pixel scale."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):

@@ -18,11 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from robaudit.config import parse_eps
+from robaudit.config import EPS_TOLERANCE, parse_eps
 from robaudit.errors import InputError, UsageError
 from robaudit.results import WORST_CASE, AttackRow, AuditResult
 
-EPS_TOLERANCE = 1e-9
 # Differences of robust accuracy below this are rounding, not a drop (0.60 - 0.58 > 0.02 in floats).
 _DROP_TOLERANCE = 1e-9
 

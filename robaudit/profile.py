@@ -24,6 +24,8 @@ from pydantic import (
 
 from robaudit.config import (
     DEFAULT_BATCH_SIZE,
+    EPS_TOLERANCE,
+    AuditConfig,
     Norm,
     check_linf_eps,
     parse_batch_size,
@@ -261,7 +263,6 @@ def parse_profile(text: str, source: str) -> Profile:
 # The native attacks and the norms each runs under (robaudit.attacks.REGISTRY, without importing
 # torch: `profile validate` must stay fast; a test keeps the two in step).
 NATIVE_ATTACK_NORMS = {"fgsm": ("linf", "l2", "l1"), "pgd": ("linf", "l2", "l1"), "onepixel": ("l0",)}
-_EPS_TOLERANCE = 1e-9  # robaudit.gate's: 8/255 written two ways is one eps
 
 
 def check_runnable(profile: Profile, source: str) -> None:
@@ -293,7 +294,7 @@ def check_runnable(profile: Profile, source: str) -> None:
                 f"{', '.join(sorted(NATIVE_ATTACK_NORMS))}, or art:ClassName"
             )
         if key == "onepixel":
-            runs.add(("l0", float(entry.pixels or 1)))
+            runs.add(("l0", float(entry.pixels or AuditConfig.model_fields["pixels"].default)))
         else:
             runs.update((n, e) for n in norms if n in NATIVE_ATTACK_NORMS[key] for e in eps)
     if unknown_norms:
@@ -302,7 +303,7 @@ def check_runnable(profile: Profile, source: str) -> None:
         if check.norm is None or check.eps is None:
             continue
         wanted = (check.norm, float(check.eps))
-        if not any(n == wanted[0] and abs(e - wanted[1]) <= _EPS_TOLERANCE for n, e in runs):
+        if not any(n == wanted[0] and abs(e - wanted[1]) <= EPS_TOLERANCE for n, e in runs):
             ran = ", ".join(f"{n} {e:g}" for n, e in sorted(runs))
             raise UsageError(
                 f"{source}: gate.checks[{j}]: no attack of this profile runs {check.norm} at eps "

@@ -417,8 +417,7 @@ def _class_labels(root: Path, classes: list[str]) -> tuple[list[int], list[str],
         labels = [int(name) for name in classes]
         if len(set(labels)) == len(labels):
             names = [str(i) for i in range(max(labels) + 1)]
-            positional = sorted(range(len(classes)), key=lambda i: classes[i])
-            if labels == list(range(len(classes))) and positional == labels:
+            if labels == list(range(len(classes))):  # ``classes`` is sorted: numbers and positions agree
                 return labels, names, ""
             return (
                 labels,
@@ -439,11 +438,27 @@ def _class_labels(root: Path, classes: list[str]) -> tuple[list[int], list[str],
     )
 
 
+@contextlib.contextmanager
+def _pillow_image(path: Path) -> Iterator[Any]:
+    """``PIL.Image.open(path)``, with Pillow's refusals turned into one line naming the file (reading
+    the pixels inside the block is covered too: a truncated file fails only then)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            yield image
+    except Image.DecompressionBombError:
+        raise InputError(
+            f"{path}: decodes to more pixels than Pillow's decompression-bomb limit allows; remove it, or "
+            "resize it to the model's input size"
+        ) from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc}); remove or replace it") from None
+
+
 def _open_image_folder(
     root: Path, expected: tuple[int, int, int] | None, resize: tuple[int, int] | None = None
 ) -> Dataset:
-    from PIL import Image, UnidentifiedImageError
-
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _skipped(Path(p.name)))
     if not classes:
         raise InputError(f"{root}: no class subfolders; lay images out as {root}/<class>/<image>.png")
@@ -480,21 +495,11 @@ def _open_image_folder(
     # Every file's header, before any attack: a file that is not an image, or (without --resize) one
     # whose size differs, stops the run now rather than partway through. Headers only: about 20 us a file.
     modes: list[str] = []
-    sizes: set[tuple[int, int]] = set()
     first_of_size: dict[tuple[int, int], Path] = {}
     for p in files:
-        try:
-            with Image.open(p) as im:
-                modes.append(im.mode)
-                sizes.add(im.size)
-                first_of_size.setdefault(im.size, p)
-        except Image.DecompressionBombError:
-            raise InputError(
-                f"{p}: decodes to more pixels than Pillow's decompression-bomb limit allows; remove it, or "
-                "resize it to the model's input size"
-            ) from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{p}: not a readable image ({exc}); remove or replace it") from None
+        with _pillow_image(p) as im:
+            modes.append(im.mode)
+            first_of_size.setdefault(im.size, p)
 
     if expected is not None:
         channels = expected[0]
@@ -508,22 +513,14 @@ def _open_image_folder(
             )
 
     def open_image(p: Path) -> np.ndarray:
-        try:
-            with Image.open(p) as im:
-                im.load()
-                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-                    raise InputError(
-                        f"{p}: {im.mode} images (16-bit or float) are not supported; save 8-bit PNG or JPEG"
-                    )
-                converted = im.convert("L" if channels == 1 else "RGB")
-                return np.asarray(converted if resize is None else cover_and_crop(converted, resize))
-        except Image.DecompressionBombError:
-            raise InputError(
-                f"{p}: decodes to more pixels than Pillow's decompression-bomb limit allows; remove it, or "
-                "resize it to the model's input size"
-            ) from None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{p}: not a readable image ({exc}); remove or replace it") from None
+        with _pillow_image(p) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                raise InputError(
+                    f"{p}: {im.mode} images (16-bit or float) are not supported; save 8-bit PNG or JPEG"
+                )
+            converted = im.convert("L" if channels == 1 else "RGB")
+            return np.asarray(converted if resize is None else cover_and_crop(converted, resize))
 
     first = open_image(files[0])
     layout = "nhw" if first.ndim == 2 else "nhwc"
@@ -538,12 +535,12 @@ def _open_image_folder(
             f"{files[0]}: image is {first.shape[1]}x{first.shape[0]} pixels{' after --resize' if resize else ''} "
             f"but the model takes {expected[2]}x{expected[1]}; {how}"
         )
-    if resize is None and len(sizes) > 1:
+    if resize is None and len(first_of_size) > 1:
         base = (first.shape[1], first.shape[0])
         (width, height), odd = next((size, p) for size, p in first_of_size.items() if size != base)
         raise InputError(
             f"{odd}: image is {width}x{height} pixels, unlike {files[0].name}'s {base[0]}x{base[1]} "
-            f"({len(sizes)} sizes in the folder); give all images the model's input size, or pass --resize "
+            f"({len(first_of_size)} sizes in the folder); give all images the model's input size, or pass --resize "
             f"HEIGHT,WIDTH"
         )
 

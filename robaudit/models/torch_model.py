@@ -415,11 +415,11 @@ class TorchModelHandle:
 
 
 def _compute_dtype(model: Any) -> torch.dtype | None:
-    """The floating type of a model's first parameter or buffer, or None (TorchScript and torch.export
-    modules included, which have them too)."""
-    tensors = []
-    if isinstance(model, (nn.Module, torch.jit.ScriptModule)):
-        tensors = [*model.parameters(), *model.buffers()]
+    """The floating type of a model's first parameter or buffer (TorchScript and torch.export modules
+    are nn.Modules too), or None."""
+    if not isinstance(model, nn.Module):
+        return None
+    tensors = [*model.parameters(), *model.buffers()]
     return next((t.dtype for t in tensors if t.is_floating_point()), None)
 
 
