@@ -506,7 +506,7 @@ def run_cell(tool: str, attack: str, indices: list[int], s: Settings) -> CellRes
             attack, x, x_adv, s.eps_l2 if attack == "pgd-l2" else s.eps
         )
         result.fooled = int((predict(model, x_adv, s.batch_size) != y).sum())
-    except Exception as exc:  # report the failure in the table instead of aborting the whole run
+    except Exception as exc:  # noqa: BLE001 - report the failure in the table instead of aborting the whole run
         traceback.print_exc()
         result.error = f"{type(exc).__name__}: {exc}"
     return result

@@ -61,9 +61,20 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "not enough memory" in text)
 
 
-def one_line(exc: BaseException, limit: int = 200) -> str:
-    """An exception's message on one line: the last non-blank line of a multi-line one (TorchScript
-    puts its own traceback first and the actual error last), cut to ``limit`` characters."""
+def one_line(exc: BaseException, limit: int = 200, *, all_lines: bool = False) -> str:
+    """An exception's message on one line, cut to ``limit`` characters.
+
+    By default the last non-blank line of a multi-line message (TorchScript puts its own traceback
+    first and the actual error last). With ``all_lines``, every non-blank line joined, with runs of
+    whitespace made single spaces: a model loader's message spreads one error over several lines (a
+    state_dict mismatch lists the missing and the unexpected keys apart); a message that opens with
+    TorchScript's traceback still gives only its last line.
+    """
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    text = lines[-1] if lines else type(exc).__name__
+    if not all_lines:
+        text = lines[-1] if lines else type(exc).__name__
+    else:
+        if len(lines) > 1 and "TorchScript" in lines[0]:
+            lines = lines[-1:]
+        text = " ".join(" ".join(lines).split()) or type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from robaudit.data.dataset import open_mnist  # noqa: E402
+from robaudit.data.mnist import open_mnist  # noqa: E402
 from sample_models.lenet import LeNet, NHWCSoftmax  # noqa: E402
 
 SEED = 0

@@ -35,7 +35,7 @@ import tf2onnx  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from robaudit.data.dataset import open_mnist  # noqa: E402
+from robaudit.data.mnist import open_mnist  # noqa: E402
 
 SEED = 0
 N_TRAIN = 8000

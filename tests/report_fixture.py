@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from robaudit.gallery import magnified_perturbation, png_data_uri
+from robaudit.audit.gallery import magnified_perturbation, png_data_uri
 from robaudit.results import (
     SCHEMA_VERSION,
     UPPER_BOUND_CAVEAT,

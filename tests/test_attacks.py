@@ -15,12 +15,14 @@ from robaudit.attacks import build_attack
 from robaudit.attacks.fgsm import FGSM
 from robaudit.attacks.norms import lp_norm, project
 from robaudit.attacks.pgd import PGD
+from robaudit.attacks.rng import sample_seeds
+from robaudit.audit.plan import plan_cascade
+from robaudit.audit.runner import evaluate
+from robaudit.audit.verification import verify
 from robaudit.config import AuditConfig
 from robaudit.data import open_dataset
 from robaudit.errors import UsageError, VerificationError
 from robaudit.models import load_model
-from robaudit.plan import plan_cascade
-from robaudit.runner import evaluate, sample_seeds, verify
 from tests.conftest import Linear
 
 D = (1, 4, 5)

@@ -18,7 +18,8 @@ from art.estimators.classification import PyTorchClassifier
 from robaudit.attacks.fgsm import FGSM
 from robaudit.attacks.onepixel import OnePixel
 from robaudit.attacks.pgd import PGD
-from robaudit.runner import sample_seeds, verify
+from robaudit.attacks.rng import sample_seeds
+from robaudit.audit.verification import verify
 from sample_models.lenet import LeNet
 from tests.conftest import small_cnn
 

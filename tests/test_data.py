@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from robaudit.data.dataset import Dataset, open_dataset, stratified_subset
+from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.errors import InputError
 
 ASSETS = Path(__file__).parent / "assets"

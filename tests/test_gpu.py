@@ -42,7 +42,7 @@ def _holdout(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_auto_batch_size_halves_on_a_real_gpu_out_of_memory() -> None:
     """With the GPU capped below what the estimate allows, the trial run meets a real CUDA out-of-memory
     error and halves the batch until a forward+backward pass fits under the cap."""
-    from robaudit.batching import CAP, _saved_bytes, choose
+    from robaudit.audit.batching import CAP, _saved_bytes, choose
     from robaudit.models.torch_model import module_handle
 
     device = torch.device("cuda")

@@ -427,7 +427,7 @@ def test_external_data_inside_the_folder_is_loaded(tmp_path: Path) -> None:
 
 def test_a_model_that_hangs_the_parsers_is_refused_after_the_time_limit() -> None:
     from robaudit.errors import InputError
-    from robaudit.isolated import preflight
+    from robaudit.models.isolated import preflight
 
     with pytest.raises(InputError, match=r"did not finish in 0 s in an isolated process; refused"):
         preflight(CNN.read_bytes(), CNN, timeout_s=0.001)
@@ -437,7 +437,7 @@ def test_a_model_that_crashes_the_parsers_is_refused() -> None:
     """An address-space limit too small for ONNX Runtime makes the real child die, as a crafted model
     that exhausts memory would; robaudit reports it and carries on running."""
     from robaudit.errors import InputError
-    from robaudit.isolated import preflight
+    from robaudit.models.isolated import preflight
 
     with pytest.raises(InputError, match=r"crashed on this model \(.*\) in an isolated process; refused"):
         preflight(CNN.read_bytes(), CNN, address_space=64 << 20)
@@ -447,7 +447,7 @@ def test_a_model_that_crashes_the_parsers_is_refused() -> None:
 def test_the_preflight_check_runs_beside_the_callers_other_work() -> None:
     """While the checking child works, the caller's ``meanwhile`` runs (robaudit imports the converters
     then); if that work fails, the error reaches the caller and the child does not outlive it."""
-    from robaudit.isolated import preflight
+    from robaudit.models.isolated import preflight
 
     def children() -> list[str]:
         pids = Path(f"/proc/self/task/{os.getpid()}/children").read_text().split()
@@ -455,7 +455,7 @@ def test_the_preflight_check_runs_beside_the_callers_other_work() -> None:
 
     seen: list[list[str]] = []
     preflight(CNN.read_bytes(), CNN, meanwhile=lambda: seen.append(children()))
-    assert len(seen) == 1 and any("robaudit.isolated\x00check" in c for c in seen[0])
+    assert len(seen) == 1 and any("robaudit.models.isolated\x00check" in c for c in seen[0])
 
     def fail() -> None:
         seen.append(children())
@@ -463,8 +463,8 @@ def test_the_preflight_check_runs_beside_the_callers_other_work() -> None:
 
     with pytest.raises(RuntimeError, match="the caller's own work failed"):
         preflight(CNN.read_bytes(), CNN, meanwhile=fail)
-    assert any("robaudit.isolated\x00check" in c for c in seen[1])
-    assert not any("robaudit.isolated" in c for c in children())  # killed and reaped
+    assert any("robaudit.models.isolated\x00check" in c for c in seen[1])
+    assert not any("robaudit.models.isolated" in c for c in children())  # killed and reaped
 
 
 # --- the graph conversion is tried first in a forked child ------------------------------------------
@@ -474,7 +474,7 @@ def test_a_forked_trial_reports_a_crash_a_hang_and_exhausted_memory() -> None:
     import ctypes
     import time
 
-    from robaudit.isolated import run_forked
+    from robaudit.models.isolated import run_forked
 
     assert run_forked(lambda: sum(range(1000))) is None
     assert run_forked(lambda: ctypes.string_at(0)) == "crashed (signal SIGSEGV)"
@@ -490,7 +490,7 @@ def test_a_failed_forked_trial_is_confirmed_in_a_fresh_process() -> None:
     interpreter, whose verdict counts: here the sample model converts fine."""
     import ctypes
 
-    from robaudit.isolated import trial_conversion
+    from robaudit.models.isolated import trial_conversion
 
     size = CNN.stat().st_size
     assert (

@@ -438,16 +438,16 @@ def test_a_conversion_that_fails_its_check_gives_way_to_the_next_converter(
     broken: object,
     why: str,
 ) -> None:
-    from robaudit.models import onnx_model
+    from robaudit.models import conversion
 
-    real = onnx_model.import_converters
+    real = conversion.import_converters
 
     def first_one_broken() -> tuple[list[tuple[str, object]], list[str]]:
         attempts, failures = real()
         convert = dict(attempts)["onnx2pytorch"]
         return [("onnx2pytorch", lambda m: broken(convert(m))), *attempts[1:]], failures  # type: ignore[operator]
 
-    monkeypatch.setattr(onnx_model, "import_converters", first_one_broken)
+    monkeypatch.setattr(conversion, "import_converters", first_one_broken)
     handle, adapter = bind(exports["legacy"], holdout_x)  # opset 13: onnx2torch converts it too
     assert adapter.capabilities.converter == "onnx2torch"
     assert (adapter.capabilities.parity_max_abs_diff or 1.0) < 1e-4

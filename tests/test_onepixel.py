@@ -14,9 +14,10 @@ from torch import nn
 from robaudit.api import run_audit
 from robaudit.attacks.norms import lp_norm
 from robaudit.attacks.onepixel import OnePixel
+from robaudit.attacks.rng import sample_seeds
+from robaudit.audit.verification import verify
 from robaudit.config import AuditConfig
 from robaudit.errors import VerificationError
-from robaudit.runner import sample_seeds, verify
 from tests.conftest import small_cnn, unconvertible_model
 
 

@@ -15,11 +15,13 @@ from robaudit.api import run_audit
 from robaudit.attacks.fgsm import FGSM
 from robaudit.attacks.norms import lp_norm, random_start
 from robaudit.attacks.pgd import PGD, dlr_loss
+from robaudit.attacks.rng import sample_seeds
+from robaudit.audit.plan import plan_cascade
+from robaudit.audit.runner import evaluate
+from robaudit.audit.verification import verify
 from robaudit.config import AuditConfig
 from robaudit.data import open_dataset
 from robaudit.models import load_model
-from robaudit.plan import plan_cascade
-from robaudit.runner import evaluate, sample_seeds, verify
 from tests.conftest import HOLDOUT, SAMPLES, assert_same_points, small_cnn
 from tests.test_attacks import exact_robust, linear_problem
 

@@ -163,7 +163,7 @@ def test_a_one_pixel_example_inside_the_pgd_ball_is_caught() -> None:
 
 def test_the_loss_curve_decides_whether_steps_are_doubled() -> None:
     """Only unbroken samples whose loss still climbs in the last fifth of the steps count."""
-    from robaudit.probes import PgdRun, still_rising
+    from robaudit.checks.probes import PgdRun, still_rising
 
     flat = torch.tensor([0.0, 1.0, 2.0, 2.0, 2.0, 2.0])  # converged after two steps
     rising = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0])

@@ -13,8 +13,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from robaudit.cli import app
+from robaudit.config import AuditConfig
+from robaudit.config.merge import merge
+from robaudit.config.profile import BUILTIN, load_profile, parse_profile, profile_values
 from robaudit.errors import UsageError
-from robaudit.profile import BUILTIN, config_values, load_profile, parse_profile
 from tests.conftest import HOLDOUT, SAMPLES
 
 runner = CliRunner()
@@ -31,6 +33,11 @@ def one_error_line(result: Any, code: int) -> str:
     assert len(lines) == 1 and lines[0].startswith("robaudit: error: "), lines
     assert "Traceback" not in result.output
     return lines[0]
+
+
+def config(text: str) -> AuditConfig:
+    """A profile's text as the configuration a scan would run (no flags on top)."""
+    return AuditConfig.model_validate(merge(profile_values(parse_profile(text, "p.yaml")), {}))
 
 
 # --- parsing ---------------------------------------------------------------------------------------
@@ -59,17 +66,19 @@ gate:
   max_drop: 0.01
 reports: {json: out/r.json, junit: out/g.xml, radius_bisect: 2}
 """
-    values = config_values(parse_profile(text, "p.yaml"))
-    assert values["model"] == "m.onnx" and values["output"] == "logits"
-    assert values["input_range"] == (0.0, 255.0) and values["mean"] == (0.5,) and values["std"] == (0.25,)
-    assert values["data"] == "d.npz" and values["limit"] == 50 and values["data_range"] == (0.0, 1.0)
-    assert values["eps"] == (8 / 255, 0.5) and values["norms"] == ("linf", "l2")
-    assert values["target"] == "least-likely" and values["seed"] == 9 and values["batch_size"] == 32
-    pgd = values["attack_specs"][1]
-    assert pgd["settings"] == {"steps": 7, "loss": "dlr"} and pgd["eps"] == (16 / 255,)
-    assert values["attack_specs"][2]["settings"] == {"pixels": 2}
-    assert values["gate_checks"][0]["eps"] == 8 / 255 and values["gate_checks"][0]["min"] == 0.5
-    assert values["max_drop"] == 0.01 and values["json_path"] == "out/r.json" and values["radius_bisect"] == 2
+    values = config(text)
+    assert str(values.model.path) == "m.onnx" and values.model.output == "logits"
+    p = values.preprocessing
+    assert p.input_range == (0.0, 255.0) and p.mean == (0.5,) and p.std == (0.25,)
+    assert values.data.path == "d.npz" and values.data.limit == 50 and values.data.range == (0.0, 1.0)
+    assert values.threat.eps == (8 / 255, 0.5) and values.threat.norms == ("linf", "l2")
+    assert values.threat.target == "least-likely" and values.run.seed == 9 and values.run.batch_size == 32
+    pgd = values.attacks[1]
+    assert pgd.settings == {"steps": 7, "loss": "dlr"} and pgd.eps == (16 / 255,)
+    assert values.attacks[2].settings == {"pixels": 2}
+    assert values.gate.checks[0].eps == 8 / 255 and values.gate.checks[0].min == 0.5
+    assert values.gate.max_drop == 0.01 and str(values.reports.json_) == "out/r.json"
+    assert values.reports.radius_bisect == 2
 
 
 @pytest.mark.parametrize(
@@ -229,17 +238,24 @@ def test_a_gate_check_on_a_threat_model_that_runs_is_valid(tmp_path: Path) -> No
     )
     result = invoke("profile", "validate", path)
     assert result.exit_code == 0, result.output
-    assert config_values(load_profile(str(path))[0])["target"] == "3"  # YAML's int 3, as --target 3
+    assert load_profile(str(path))[0].threat.target == "3"  # YAML's int 3, as --target 3
 
 
-def test_the_profile_knows_every_native_attack_and_its_norms() -> None:
-    """profile.py lists the native attacks without importing torch; it must match the registry."""
-    from robaudit.attacks import REGISTRY, build_attack
-    from robaudit.profile import NATIVE_ATTACK_NORMS
+def test_the_registry_matches_each_attack_implementation() -> None:
+    """The registry declares each attack's threat models, needs and cascade rank without importing torch;
+    the implementation it builds must agree, and take every setting with the registry's default."""
+    from dataclasses import fields
 
-    assert set(NATIVE_ATTACK_NORMS) == set(REGISTRY)
-    for name, norms in NATIVE_ATTACK_NORMS.items():
-        assert tuple(build_attack(name).norms) == norms
+    from robaudit.attacks.registry import REGISTRY, build_attack
+
+    for name, info in REGISTRY.items():
+        attack = build_attack("art:FastGradientMethod" if name == "art" else name)
+        assert tuple(attack.norms) == info.threat_models, name
+        assert attack.needs_gradients == (info.needs == "gradients"), name
+        assert attack.cost_rank == info.cost_rank, name
+        defaults = {f.name: f.default for f in fields(attack)}  # type: ignore[arg-type]
+        for field, declared in info.settings.model_fields.items():
+            assert defaults[field] == declared.default, (name, field)
 
 
 def test_show_fills_in_defaults_and_its_output_is_a_valid_profile(tmp_path: Path) -> None:
@@ -249,7 +265,8 @@ def test_show_fills_in_defaults_and_its_output_is_a_valid_profile(tmp_path: Path
     pgd = shown["attacks"][1]
     assert pgd["steps"] == 50 and pgd["rel_step_size"] == 2.5 and pgd["restarts"] == 1 and pgd["loss"] == "ce"
     assert pgd["eps"] == [pytest.approx(8 / 255)]
-    assert shown["batch_size"] == 256 and shown["device"] == "auto" and shown["reports"]["gallery_size"] == 4
+    run = shown["run"]
+    assert run["batch_size"] == 256 and run["device"] == "auto" and shown["reports"]["gallery_size"] == 4
     path = tmp_path / "shown.yaml"
     path.write_text(result.stdout, encoding="utf-8")
     assert invoke("profile", "validate", path).exit_code == 0
@@ -333,21 +350,20 @@ def test_the_readme_profile_example_is_valid() -> None:
     readme = (SAMPLES.parent / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Audit profiles") :]
     (example, *_) = re.findall(r"```yaml\n(.*?)```", section, re.S)
-    values = config_values(parse_profile(example, "README.md"))
-    assert values["attack_specs"][1]["eps"] == (0.1, 0.2) and values["gate_checks"][0]["use_interval"] is True
+    values = parse_profile(example, "README.md")
+    assert values.attacks[1].eps == (0.1, 0.2) and values.gate.checks[0].use_interval is True
 
 
 def test_batch_size_auto_in_a_profile_reaches_the_config() -> None:
-    values = config_values(parse_profile("version: 1\nbatch_size: auto\n", "audit.yaml"))
-    assert values["batch_size"] == "auto"
+    assert parse_profile("version: 1\nbatch_size: auto\n", "audit.yaml").run.batch_size == "auto"
+    assert parse_profile("version: 1\nrun: {batch_size: auto}\n", "audit.yaml").run.batch_size == "auto"
 
 
 def test_tf32_in_a_profile_reaches_the_config_and_defaults_to_full_fp32() -> None:
-    assert config_values(parse_profile("version: 1\ntf32: true\n", "audit.yaml"))["tf32"] is True
-    assert config_values(parse_profile("version: 1\n", "audit.yaml"))["tf32"] is False
+    assert parse_profile("version: 1\ntf32: true\n", "audit.yaml").run.tf32 is True
+    assert parse_profile("version: 1\n", "audit.yaml").run.tf32 is False
 
 
 def test_resize_in_a_profile_reaches_the_config() -> None:
-    values = config_values(parse_profile("version: 1\ndata:\n  resize: [224, 224]\n", "audit.yaml"))
-    assert values["resize"] == (224, 224)
-    assert config_values(parse_profile("version: 1\n", "audit.yaml"))["resize"] is None
+    assert parse_profile("version: 1\ndata:\n  resize: [224, 224]\n", "audit.yaml").data.resize == (224, 224)
+    assert parse_profile("version: 1\n", "audit.yaml").data.resize is None

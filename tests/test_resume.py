@@ -103,7 +103,9 @@ def test_a_run_with_auto_batch_size_saves_the_batch_it_chose(tmp_path: Path) -> 
     assert first.exit_code == 0, first.output
     saved = json.loads((run_dir / "config.json").read_text())
     assert (
-        saved["batch_size"] == json.loads((tmp_path / "a.json").read_text())["settings"]["batch_size"] == 64
+        saved["run"]["batch_size"]
+        == json.loads((tmp_path / "a.json").read_text())["settings"]["batch_size"]
+        == 64
     )
     before = json.loads((tmp_path / "a.json").read_text())
     again = CliRunner().invoke(

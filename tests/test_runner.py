@@ -13,11 +13,12 @@ from torch import nn
 
 from robaudit.api import run_audit
 from robaudit.attacks import build_attack
+from robaudit.attacks.rng import sample_seeds
+from robaudit.audit.plan import plan_cascade
+from robaudit.audit.shard import choose_targets
 from robaudit.config import AuditConfig
 from robaudit.errors import UsageError
-from robaudit.plan import plan_cascade
 from robaudit.results import WORST_CASE
-from robaudit.runner import choose_targets, sample_seeds
 from tests.conftest import small_cnn
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_models"
@@ -311,8 +312,8 @@ class OutOfBall:
 def test_an_attack_that_leaves_the_ball_counts_for_nothing_and_is_reported(
     fragile: nn.Module, own_label_npz: Path
 ) -> None:
-    from robaudit.api import prepare
-    from robaudit.runner import evaluate
+    from robaudit.audit.preparation import prepare
+    from robaudit.audit.runner import evaluate
 
     prepared = prepare(AuditConfig(model=Path("in-memory"), data=str(own_label_npz)), module=fragile)
     try:
@@ -366,7 +367,7 @@ def test_gpu_out_of_memory_halves_the_batch_with_the_same_results(
 def test_auto_batch_size_follows_the_memory_budget(fragile: nn.Module) -> None:
     """The probe's per-sample cost is real (measured on the model); the batch is the largest power of
     two whose cost fits the budget, and never larger than the data or the cap."""
-    from robaudit.batching import CAP, choose
+    from robaudit.audit.batching import CAP, choose
     from robaudit.models.torch_model import module_handle
 
     config = AuditConfig(model=Path("in-memory"))
@@ -519,7 +520,7 @@ def test_the_library_takes_eps_as_the_cli_does_and_leaves_sys_path_alone(tmp_pat
     config = AuditConfig(
         model=SAMPLES / "mnist_cnn_state.pt", arch="sample_models.lenet:LeNet", eps=("8/255", 0.1)
     )
-    assert config.eps == (8 / 255, 0.1)
+    assert config.threat.eps == (8 / 255, 0.1)
     path_before = list(sys.path)
     load_model(config, torch.device("cpu"))
     assert sys.path == path_before

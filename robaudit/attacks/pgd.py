@@ -122,90 +122,165 @@ class PGD:
     ) -> torch.Tensor:
         if eps == 0 or x.shape[0] == 0:
             return x.clone()
-        alpha = self.rel_step_size * eps / self.steps
-        radius = float32_safe_eps(eps, norm, x[0].numel())
-        best = x.clone()
-        fooled = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        seed_list = [int(s) for s in seeds.cpu()]
-        # On a GPU the loop never waits for the step it has just queued (see HostFlags).
-        lagged = self.lagged if self.lagged is not None else x.device.type == "cuda"
-        loss: torch.Tensor | None
+        run = _Run(
+            model=model,
+            x=x,
+            y=y,
+            targets=targets,
+            norm=norm,
+            alpha=self.rel_step_size * eps / self.steps,
+            radius=float32_safe_eps(eps, norm, x[0].numel()),
+            seeds=[int(s) for s in seeds.cpu()],
+            # On a GPU the loop never waits for the step it has just queued (see HostFlags).
+            lagged=self.lagged if self.lagged is not None else x.device.type == "cuda",
+            observer=observer,
+            best=x.clone(),
+            fooled=torch.zeros(x.shape[0], dtype=torch.bool, device=x.device),
+        )
         for restart in range(self.restarts):
-            active = torch.nonzero(~fooled).flatten()
+            active = torch.nonzero(~run.fooled).flatten()
             if active.numel() == 0:
                 break
-            xa, ya = x[active], y[active]
-            ta = targets[active] if targets is not None else None
-            if self.random_init:
-                start = random_start(
-                    tuple(xa.shape),
-                    radius,
-                    norm,
-                    [
-                        (seed_list[i] ^ (restart * 0x9E3779B97F4A7C15)) & 0x7FFFFFFFFFFFFFFF
-                        for i in active.tolist()
-                    ],
-                    x.device,
-                )
-                x_adv = clip_to_bounds(xa + start)
-            else:
-                x_adv = xa.clone()
-            flags = HostFlags(lagged)
-            # The last restart returns its final iterate whether or not it fools the model (the runner
-            # checks it on the reference model), so that iterate needs a check only when someone watches
-            # the steps, or when a further restart must know which samples are left: one forward pass
-            # less per batch, about 1% of PGD-40.
-            check_last = observer is not None or restart < self.restarts - 1
-            for step in range(self.steps + 1):
-                if step < self.steps:
-                    logits, loss, grad = self._loss_and_grad(model, x_adv, ya, ta)
-                elif not check_last:
+            self._restart(run, restart, active)
+        return run.best.detach()
+
+    def _restart(self, run: _Run, restart: int, active: torch.Tensor) -> None:
+        """One restart's iterations over the samples at positions ``active`` (those not yet fooled)."""
+        batch = self._start(run, restart, active)
+        flags = HostFlags(run.lagged)
+        # The last restart returns its final iterate whether or not it fools the model (the runner
+        # checks it on the reference model), so that iterate needs a check only when someone watches
+        # the steps, or when a further restart must know which samples are left: one forward pass
+        # less per batch, about 1% of PGD-40.
+        check_last = run.observer is not None or restart < self.restarts - 1
+        loss: torch.Tensor | None
+        for step in range(self.steps + 1):
+            if step < self.steps:
+                logits, loss, grad = self._loss_and_grad(run.model, batch.x_adv, batch.y, batch.t)
+            elif not check_last:
+                break
+            else:  # the last iterate is only checked: a forward pass, no gradient
+                with torch.no_grad():
+                    logits = run.model(batch.x_adv)
+                loss = None
+                grad = torch.zeros_like(batch.x_adv)
+            self._record(run, batch, restart, step, logits, loss)
+            if step == self.steps:
+                break
+            if self.early_stop:  # fooled samples leave the working batch
+                grad = batch.drop_fooled(flags, run.fooled, grad)
+                if batch.active.numel() == 0:
                     break
-                else:  # the last iterate is only checked: a forward pass, no gradient
-                    with torch.no_grad():
-                        logits = model(x_adv)
-                    loss = None
-                    grad = torch.zeros_like(x_adv)
-                hit = succeeded(logits, ya, ta, self.min_margin)
-                if observer is not None:
-                    observer(
-                        restart, step, active, self.losses(logits, ya, ta) if loss is None else loss, hit
-                    )
-                # Keep each sample's first fooling iterate (the best, not the last). Lagged, a fooled
-                # sample stays in the working batch one step longer, so a hit may not be its first.
-                first = hit & ~fooled[active]
-                if lagged:  # record on the device, without asking whether anything was hit (that waits)
-                    best[active] = torch.where(per_sample(first, x_adv), x_adv, best[active])
-                    fooled[active] = fooled[active] | first
-                elif bool(first.any()):  # touch only the rows hit (the CPU: asking costs nothing)
-                    best[active[first]] = x_adv[first]
-                    fooled[active[first]] = True
-                if step == self.steps:
-                    break
-                if self.early_stop:  # fooled samples leave the working batch
-                    done = flags.read(fooled[active])
-                    if done is not None and bool(done.any()):  # a host tensor: no wait
-                        keep = _on_device(torch.nonzero(~done).flatten(), x.device)
-                        active, xa, ya, x_adv, grad = (
-                            active[keep],
-                            xa[keep],
-                            ya[keep],
-                            x_adv[keep],
-                            grad[keep],
-                        )
-                        ta = ta[keep] if ta is not None else None
-                    if active.numel() == 0:
-                        break
-                    flags.send(fooled[active])
-                if norm == "l1":
-                    direction = sparse_l1_direction(grad, x_adv, self.l1_sparsity)
-                else:
-                    direction = ascent_direction(grad, norm)
-                x_adv = clip_to_bounds(xa + project(x_adv + alpha * direction - xa, radius, norm)).detach()
-            if restart == self.restarts - 1:  # return the last iterate of the last restart
-                unbroken = ~fooled[active]
-                best[active] = torch.where(per_sample(unbroken, x_adv), x_adv, best[active])
-        return best.detach()
+                flags.send(run.fooled[batch.active])
+            batch.x_adv = self._step(run, batch, grad)
+        if restart == self.restarts - 1:  # return the last iterate of the last restart
+            unbroken = ~run.fooled[batch.active]
+            run.best[batch.active] = torch.where(
+                per_sample(unbroken, batch.x_adv), batch.x_adv, run.best[batch.active]
+            )
+
+    def _start(self, run: _Run, restart: int, active: torch.Tensor) -> _Batch:
+        """The working batch of a restart: the samples at ``active``, at a random point of the ball (a
+        seed per sample and restart, so the draw does not depend on the batch) or at the clean input."""
+        xa, ya = run.x[active], run.y[active]
+        ta = run.targets[active] if run.targets is not None else None
+        if self.random_init:
+            start = random_start(
+                tuple(xa.shape),
+                run.radius,
+                run.norm,
+                [
+                    (run.seeds[i] ^ (restart * 0x9E3779B97F4A7C15)) & 0x7FFFFFFFFFFFFFFF
+                    for i in active.tolist()
+                ],
+                run.x.device,
+            )
+            x_adv = clip_to_bounds(xa + start)
+        else:
+            x_adv = xa.clone()
+        return _Batch(active=active, x=xa, y=ya, t=ta, x_adv=x_adv)
+
+    def _record(
+        self,
+        run: _Run,
+        batch: _Batch,
+        restart: int,
+        step: int,
+        logits: torch.Tensor,
+        loss: torch.Tensor | None,
+    ) -> None:
+        """Check the iterate whose logits are given, tell the observer, and keep first fooling points."""
+        active = batch.active
+        hit = succeeded(logits, batch.y, batch.t, self.min_margin)
+        if run.observer is not None:
+            run.observer(
+                restart, step, active, self.losses(logits, batch.y, batch.t) if loss is None else loss, hit
+            )
+        # Keep each sample's first fooling iterate (the best, not the last). Lagged, a fooled
+        # sample stays in the working batch one step longer, so a hit may not be its first.
+        first = hit & ~run.fooled[active]
+        if run.lagged:  # record on the device, without asking whether anything was hit (that waits)
+            run.best[active] = torch.where(per_sample(first, batch.x_adv), batch.x_adv, run.best[active])
+            run.fooled[active] = run.fooled[active] | first
+        elif bool(first.any()):  # touch only the rows hit (the CPU: asking costs nothing)
+            run.best[active[first]] = batch.x_adv[first]
+            run.fooled[active[first]] = True
+
+    def _step(self, run: _Run, batch: _Batch, grad: torch.Tensor) -> torch.Tensor:
+        """One ascent step of size alpha from the current iterate, projected back onto the eps-ball
+        around the clean input and into [0, 1]; L1 moves only the top coordinates (sparse_l1_direction)."""
+        if run.norm == "l1":
+            direction = sparse_l1_direction(grad, batch.x_adv, self.l1_sparsity)
+        else:
+            direction = ascent_direction(grad, run.norm)
+        delta = batch.x_adv + run.alpha * direction - batch.x
+        return clip_to_bounds(batch.x + project(delta, run.radius, run.norm)).detach()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One PGD call: its inputs, and the results its restarts fill in place. ``best`` (N, C, H, W) holds
+    each sample's first fooling iterate (else its latest), ``fooled`` (N,) whether it has one."""
+
+    model: LogitsFn
+    x: torch.Tensor
+    y: torch.Tensor
+    targets: torch.Tensor | None
+    norm: str
+    alpha: float  # the step size
+    radius: float  # eps, shrunk so that float32 rounding keeps points inside the ball
+    seeds: list[int]  # one per sample
+    lagged: bool
+    observer: StepObserver | None
+    best: torch.Tensor
+    fooled: torch.Tensor
+
+
+@dataclass
+class _Batch:
+    """A restart's working batch: ``active`` holds the positions of its rows in the call's batch; ``x``,
+    ``y`` and ``t`` are their clean inputs, labels and targets; ``x_adv`` their current iterates."""
+
+    active: torch.Tensor
+    x: torch.Tensor
+    y: torch.Tensor
+    t: torch.Tensor | None
+    x_adv: torch.Tensor
+
+    def drop_fooled(self, flags: HostFlags, fooled: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Drop the rows the host knows are fooled (lagged: as of a step ago); returns ``grad``'s rows kept."""
+        done = flags.read(fooled[self.active])
+        if done is not None and bool(done.any()):  # a host tensor: no wait
+            keep = _on_device(torch.nonzero(~done).flatten(), self.x.device)
+            self.active, self.x, self.y, self.x_adv = (
+                self.active[keep],
+                self.x[keep],
+                self.y[keep],
+                self.x_adv[keep],
+            )
+            self.t = self.t[keep] if self.t is not None else None
+            grad = grad[keep]
+        return grad
 
 
 def _on_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -8,6 +8,7 @@ evolutionary attack, say) so that no two draws share a counter.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 _MASK64 = (1 << 64) - 1
@@ -34,6 +35,16 @@ def _mix(z: torch.Tensor) -> torch.Tensor:
     z = (z ^ _shr(z, 30)) * _MIX1
     z = (z ^ _shr(z, 27)) * _MIX2
     return z ^ _shr(z, 31)
+
+
+def sample_seeds(run_seed: int, indices: np.ndarray) -> np.ndarray:
+    """One seed per sample from (run seed, sample index) by SplitMix64, independent of batching: the
+    finaliser of ``run_seed * golden + index + 1``, shifted right once so every seed is a non-negative
+    int64. Same shape as ``indices``."""
+    start = _signed(int(run_seed & _MASK64) * (_GOLDEN & _MASK64))
+    # The index's 64-bit pattern, as numpy's cast to uint64 gives it (negative indices wrap).
+    index = torch.from_numpy(indices.astype(np.uint64).view(np.int64))
+    return _shr(_mix(index + start + 1), 1).numpy()
 
 
 def uniform(seeds: torch.Tensor, stream: int, n: int) -> torch.Tensor:

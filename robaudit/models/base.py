@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -111,19 +111,46 @@ def to_logits(raw: torch.Tensor, kind: OutputKind) -> torch.Tensor:
     return raw
 
 
+Batch = TypeVar("Batch", np.ndarray, torch.Tensor)
+
+
+def in_chunks(fn: Callable[[Batch], Batch], x: Batch, size: int) -> Batch:
+    """``fn``, which takes batches of exactly ``size`` samples, on a batch ``x`` of any size: split into
+    chunks of that size, the last one padded with copies of its last sample, whose outputs are dropped.
+    For numpy arrays (a runtime's input) and tensors (a module's) alike."""
+    outs = []
+    for start in range(0, x.shape[0], size):
+        chunk = x[start : start + size]
+        n = chunk.shape[0]
+        if n < size:
+            if isinstance(chunk, torch.Tensor):
+                chunk = torch.cat([chunk, chunk[-1:].expand(size - n, *chunk.shape[1:])])
+            else:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - n, axis=0)])
+        outs.append(fn(chunk)[:n])
+    return torch.cat(outs) if isinstance(x, torch.Tensor) else np.concatenate(outs)
+
+
+def chunked(
+    fn: Callable[[np.ndarray], np.ndarray], fixed_batch: int | None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Run a fixed-batch runtime on any batch (see ``in_chunks``); ``fn`` itself when no batch size is fixed."""
+    if fixed_batch is None:
+        return fn
+    size = fixed_batch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return in_chunks(fn, x, size)
+
+    return run
+
+
 def fixed_batch_module(module: torch.nn.Module, fixed_batch: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Batch-1 graphs (a Reshape to [1, -1], say) run on a whole batch through vmap when it works,
     else sample by sample; both keep gradients."""
 
     def looped(x: torch.Tensor) -> torch.Tensor:
-        outs = []
-        for start in range(0, x.shape[0], fixed_batch):
-            chunk = x[start : start + fixed_batch]
-            n = chunk.shape[0]
-            if n < fixed_batch:
-                chunk = torch.cat([chunk, chunk[-1:].expand(fixed_batch - n, *chunk.shape[1:])])
-            outs.append(module(chunk)[:n])
-        return torch.cat(outs)
+        return in_chunks(module, x, fixed_batch)
 
     if fixed_batch != 1:
         return looped

@@ -100,7 +100,7 @@ def _tensorflow_format(path: Path) -> tuple[str, str] | None:
 
 
 def load_model(config: AuditConfig, device: torch.device) -> ModelHandle:
-    path = Path(config.model)
+    path = config.model_path
     if not path.exists():
         raise InputError(f"{path}: no such model file; give a .onnx, TorchScript, .pt2 or state_dict file")
     foreign = _tensorflow_format(path)

@@ -6,31 +6,31 @@ adversarial example it helps find is re-checked on ONNX Runtime by the runner.
 
 from __future__ import annotations
 
-import copy
 import functools
-import io
 import logging
-import warnings
 from collections.abc import Callable
-from contextlib import redirect_stdout
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import onnx
 import torch
 
 from robaudit.config import AuditConfig
-from robaudit.errors import InputError, is_out_of_memory
-from robaudit.isolated import preflight, trial_conversion
+from robaudit.errors import InputError, is_out_of_memory, one_line
 from robaudit.models.base import (
     Capabilities,
     InDtype,
     ModelAdapter,
     Preprocessing,
+    chunked,
     detect_output_kind,
-    fixed_batch_module,
     output_classes,
 )
+from robaudit.models.conversion import Converter, convert_with, import_converters, trial_convert
+from robaudit.models.handle import FileHandle, declared_sample_shape
+from robaudit.models.isolated import preflight, trial_conversion
 from robaudit.models.layout import use_channels_last
 from robaudit.models.onnx_graph import (
     bypass_initializer_identities,
@@ -42,7 +42,6 @@ from robaudit.models.onnx_graph import (
 from robaudit.models.onnx_safety import check_initializer_sizes, load_external_data_safely
 from robaudit.models.ort_install import import_onnxruntime
 from robaudit.models.quantized import float_surrogate, is_qdq
-from robaudit.models.torch_model import _one_line
 from robaudit.precision import ort_cuda_options
 
 log = logging.getLogger(__name__)
@@ -84,92 +83,11 @@ def infer_layout(dims: list[int | None]) -> str:
     return "nchw"
 
 
-def _chunked(
-    fn: Callable[[np.ndarray], np.ndarray], fixed_batch: int | None
-) -> Callable[[np.ndarray], np.ndarray]:
-    """Run a fixed-batch model on any batch: split into chunks of that size, padding the last one."""
-    if fixed_batch is None:
-        return fn
-
-    def run(x: np.ndarray) -> np.ndarray:
-        outs = []
-        for start in range(0, x.shape[0], fixed_batch):
-            chunk = x[start : start + fixed_batch]
-            n = chunk.shape[0]
-            if n < fixed_batch:
-                pad = np.repeat(chunk[-1:], fixed_batch - n, axis=0)
-                chunk = np.concatenate([chunk, pad])
-            outs.append(fn(chunk)[:n])
-        return np.concatenate(outs)
-
-    return run
-
-
-Converter = Callable[[onnx.ModelProto], torch.nn.Module]
-
-
-def import_converters() -> tuple[list[tuple[str, Converter]], list[str]]:
-    """The converters to try in turn, imported into this process, and why any is unavailable.
-
-    Importing them costs more than converting a small model: both import torchvision, which imports
-    torch._dynamo (0.9 s on a 2-core CPU). The parent imports them before it forks the trial conversion,
-    so the child inherits them and the import is paid once, not once in the child and again here.
-    """
-    failures: list[str] = []
-    attempts: list[tuple[str, Converter]] = []
-    try:
-        from onnx2pytorch import ConvertModel
-
-        attempts.append(("onnx2pytorch", lambda m: ConvertModel(m, experimental=True, enable_pruning=False)))
-    except Exception as exc:  # noqa: BLE001 - a missing or broken converter is one failure among others
-        failures.append(f"onnx2pytorch unavailable ({_one_line(exc, 80)})")
-    try:
-        from onnx2torch import convert
-
-        attempts.append(("onnx2torch", convert))
-    except Exception as exc:  # noqa: BLE001
-        failures.append(f"onnx2torch unavailable ({_one_line(exc, 80)})")
-    return attempts, failures
-
-
-def convert_with(name: str, model: onnx.ModelProto) -> torch.nn.Module:
-    """Convert ``model`` with the converter called ``name``; raises whatever the converter raises."""
-    attempts, failures = import_converters()
-    converters = dict(attempts)
-    if name not in converters:
-        raise RuntimeError(next((f for f in failures if f.startswith(name)), f"{name} unavailable"))
-    # The converters build layers with random initial weights before loading the graph's: fork the
-    # global generator so a library caller's random state is left as it was.
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), torch.random.fork_rng(devices=[]):
-        warnings.simplefilter("ignore")
-        return converters[name](copy.deepcopy(model))
-
-
-def trial_convert(model: onnx.ModelProto, name: str) -> None:
-    """An isolated child's work. One thread: in a forked child the OpenMP pool the parent started is
-    gone, and a parallel region would wait for it forever."""
-    torch.set_num_threads(1)
-    convert_with(name, model)
-
-
-class OnnxModelHandle:
+class OnnxModelHandle(FileHandle):
     def __init__(self, path: Path, config: AuditConfig, device: torch.device) -> None:
-        self.path = path
-        self.config = config
-        self.device = device
-        self.notes: list[str] = []
+        super().__init__(path, config, device)
         ort = import_onnxruntime()
-        try:
-            model = onnx.load_model_from_string(path.read_bytes())
-        except Exception as exc:  # noqa: BLE001 - protobuf raises several types for corrupt bytes
-            raise InputError(
-                f"{path}: not a readable ONNX file ({_one_line(exc)}); re-export the model"
-            ) from None
-        if not model.graph.node:
-            raise InputError(f"{path}: the ONNX graph is empty; re-export the model")
-        if load_external_data_safely(model, path):
-            self.notes.append(f"{path.name}: weights loaded from external data files next to the model")
-        check_initializer_sizes(model, path)
+        model = self._read(path)
         # A crash or hang in the C++ parsers stays in a child. Meanwhile the converters are imported
         # here (0.9 s, see import_converters), which needs no model, so the check costs no wall time.
         preflight(model.SerializeToString(), path, meanwhile=import_converters)
@@ -177,32 +95,66 @@ class OnnxModelHandle:
             onnx.checker.check_model(model)
             checker_error = None
         except Exception as exc:  # noqa: BLE001
-            checker_error = _one_line(exc, 160)
+            checker_error = one_line(exc, 160, all_lines=True)
+        self._prepare_graph(model)
+        self._read_input(_graph_input(model), model)
+        self.model = model
+        self.session = self._open_session(ort, model, checker_error)
+        if checker_error:
+            self.notes.append(f"{path.name}: fails onnx.checker ({checker_error}) but runs in ONNX Runtime")
+        self.provider = self.session.get_providers()[0]
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _read(self, path: Path) -> onnx.ModelProto:
+        """The graph in ``path``, with any external weights loaded, refused when corrupt, empty or with
+        initializers larger than their files can hold."""
+        try:
+            model = onnx.load_model_from_string(path.read_bytes())
+        except Exception as exc:  # noqa: BLE001 - protobuf raises several types for corrupt bytes
+            raise InputError(
+                f"{path}: not a readable ONNX file ({one_line(exc, all_lines=True)}); re-export the model"
+            ) from None
+        if not model.graph.node:
+            raise InputError(f"{path}: the ONNX graph is empty; re-export the model")
+        if load_external_data_safely(model, path):
+            self.notes.append(f"{path.name}: weights loaded from external data files next to the model")
+        check_initializer_sizes(model, path)
+        return model
+
+    def _prepare_graph(self, model: onnx.ModelProto) -> None:
+        """Rewrite the graph where the converters need it, and drop a final Softmax or Sigmoid so that
+        attacks see logits; a note for each change."""
+        name = self.path.name
         if topological_sort(model.graph):
-            self.notes.append(f"{path.name}: graph nodes were not in topological order; sorted them")
+            self.notes.append(f"{name}: graph nodes were not in topological order; sorted them")
         bypassed = bypass_initializer_identities(model.graph)
         if bypassed:
             self.notes.append(
-                f"{path.name}: {bypassed} Identity node(s) over shared weights bypassed for the conversion"
+                f"{name}: {bypassed} Identity node(s) over shared weights bypassed for the conversion"
             )
         lifted = lift_weight_constants(model.graph)
         if lifted:
             self.notes.append(
-                f"{path.name}: {lifted} Constant node(s) used as layer weights made initializers for the conversion"
+                f"{name}: {lifted} Constant node(s) used as layer weights made initializers for the conversion"
             )
         stripped = strip_final_softmax(model)
         self.stripped_softmax = stripped is not None
         if stripped == "Softmax":
-            self.notes.append(f"{path.name}: graph ends in Softmax; attacks use the logits that feed it")
+            self.notes.append(f"{name}: graph ends in Softmax; attacks use the logits that feed it")
         elif stripped == "Sigmoid":
             self.notes.append(
-                f"{path.name}: graph ends in a Sigmoid over one score (a binary classifier); attacks use the "
+                f"{name}: graph ends in a Sigmoid over one score (a binary classifier); attacks use the "
                 f"logit that feeds it"
             )
 
-        graph_input = _graph_input(model)
+    def _read_input(self, graph_input: onnx.ValueInfoProto, model: onnx.ModelProto) -> None:
+        """The input's name, float type, layout, fixed batch size and declared (C, H, W); refused
+        unless it is a float image batch."""
+        path = self.path
         self.input_name = graph_input.name
-        if config.input_range == (0.0, 1.0) and rescales_from_255(model.graph, self.input_name):
+        if self.config.preprocessing.input_range == (0.0, 1.0) and rescales_from_255(
+            model.graph, self.input_name
+        ):
             self.notes.append(
                 f"{path.name}: the graph first scales its input by 1/255 (a Keras Rescaling layer, say), so it "
                 f"likely takes pixels on 0..255; if so, pass --input-range 0,255"
@@ -227,67 +179,54 @@ class OnnxModelHandle:
                 f"{path}: input {graph_input.name!r} has rank {len(dims)}; robaudit audits image models "
                 f"with (N, C, H, W) or (N, H, W, C) input"
             )
-        self.layout = config.layout if config.layout != "auto" else infer_layout(dims)
-        self.fixed_batch = dims[0]
-        c, h, w = (dims[1], dims[2], dims[3]) if self.layout == "nchw" else (dims[3], dims[1], dims[2])
-        self.declared_shape: tuple[int, int, int] | None = (
-            (c, h, w) if c is not None and h is not None and w is not None else None
+        self.layout = (
+            self.config.preprocessing.layout
+            if self.config.preprocessing.layout != "auto"
+            else infer_layout(dims)
         )
+        self.fixed_batch = dims[0]
+        self.declared_shape = declared_sample_shape(dims, self.layout)
 
-        self.model = model
+    def _open_session(self, ort: ModuleType, model: onnx.ModelProto, checker_error: str | None) -> Any:
+        """An ONNX Runtime session on the model, on CUDA when the device is a GPU and the runtime has it."""
         providers: list[str | tuple[str, dict[str, str]]] = ["CPUExecutionProvider"]
-        if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", ort_cuda_options(config.tf32)))
+        if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, ("CUDAExecutionProvider", ort_cuda_options(self.config.run.tf32)))
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+            return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
         except Exception as exc:  # noqa: BLE001
             detail = f"; onnx.checker also says: {checker_error}" if checker_error else ""
             raise InputError(
-                f"{path}: ONNX Runtime cannot load the model ({_one_line(exc, 160)}){detail}; re-export it"
+                f"{self.path}: ONNX Runtime cannot load the model ({one_line(exc, 160, all_lines=True)}){detail}; "
+                "re-export it"
             ) from None
-        if checker_error:
-            self.notes.append(f"{path.name}: fails onnx.checker ({checker_error}) but runs in ONNX Runtime")
-        self.provider = self.session.get_providers()[0]
-        self.output_name = self.session.get_outputs()[0].name
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         feed = x.astype(self.input_dtype, copy=False)
         return np.asarray(self.session.run([self.output_name], {self.input_name: feed})[0], dtype=np.float32)
 
-    def _preprocessing(self) -> Preprocessing:
-        c = self.config
-        return Preprocessing(input_range=c.input_range, mean=c.mean, std=c.std, layout=self.layout)  # type: ignore[arg-type]
-
-    def accepts(self, sample_shape: tuple[int, int, int]) -> bool:
-        if self.declared_shape is not None:
-            return self.declared_shape == sample_shape
-        try:
-            _chunked(self._run, self.fixed_batch)(
-                self._preprocessing().apply(torch.zeros((1, *sample_shape))).numpy()
-            )
-        except Exception:  # noqa: BLE001
-            return False
-        return True
+    def _run_on_zeros(self, pre: Preprocessing, sample_shape: tuple[int, int, int]) -> None:
+        chunked(self._run, self.fixed_batch)(pre.apply(torch.zeros((1, *sample_shape))).numpy())
 
     def restore(self) -> None:
         """Nothing to give back: the converted module is robaudit's own."""
 
     def bind(self, sample_shape: tuple[int, int, int], probe_x01: torch.Tensor) -> ModelAdapter:
         pre = self._preprocessing()
-        runtime = _chunked(self._run, self.fixed_batch)
+        runtime = chunked(self._run, self.fixed_batch)
         model_input = pre.apply(probe_x01.cpu()).numpy().astype(np.float32)
         try:
             reference = runtime(model_input)
         except Exception as exc:  # noqa: BLE001
             raise InputError(
                 f"{self.path}: ONNX Runtime fails on data of shape {'x'.join(map(str, sample_shape))} "
-                f"({_one_line(exc, 160)}); pass data of the model's input shape, or set --layout"
+                f"({one_line(exc, 160, all_lines=True)}); pass data of the model's input shape, or set --layout"
             ) from None
         reference_2d = torch.from_numpy(reference.reshape(reference.shape[0], -1).astype(np.float32))
         detected = detect_output_kind(reference_2d)
-        kind = detected if self.config.output == "auto" else self.config.output
+        kind = detected if self.config.model.output == "auto" else self.config.model.output
         if kind == "probabilities" and not self.stripped_softmax:
             self.notes.append(
                 f"{self.path.name}: outputs probabilities with no final Softmax to remove; attacks use their "
@@ -336,7 +275,9 @@ class OnnxModelHandle:
         its float surrogate instead (see ``quantized``), held to the same predictions, not logits.
         """
         attempts, failures = import_converters()
-        tolerance = self.config.parity_atol + self.config.parity_rtol * float(reference_2d.abs().max())
+        tolerance = self.config.model.parity_atol + self.config.model.parity_rtol * float(
+            reference_2d.abs().max()
+        )
         disagreements: list[tuple[str, float]] = []
         tried: list[str] = []  # why converters tried before the one used failed
         for name, _ in attempts:
@@ -396,7 +337,7 @@ class OnnxModelHandle:
         except Exception as exc:  # noqa: BLE001 - any failure of a converter's module is that converter's
             if is_out_of_memory(exc):
                 raise
-            return None, None, _one_line(exc, 160)
+            return None, None, one_line(exc, 160, all_lines=True)
         converted = converted.reshape(converted.shape[0], -1)
         if converted.shape != reference_2d.shape:
             return (
@@ -447,7 +388,7 @@ class OnnxModelHandle:
     ) -> Callable[[torch.Tensor], torch.Tensor]:
         """A converted module on the device, in eval mode with frozen weights, taking any batch size."""
         module = module.to(self.device).eval()
-        if self.config.channels_last:
+        if self.config.run.channels_last:
             use_channels_last(module)
         for p in module.parameters():
             p.requires_grad_(False)
@@ -456,14 +397,11 @@ class OnnxModelHandle:
             typed = InDtype(module, _TORCH_DTYPES[self.input_dtype])
         if self.fixed_batch is None:
             return typed
-        candidate = fixed_batch_module(typed, self.fixed_batch)
-        if hasattr(candidate, "probe"):
-            candidate.probe(pre.apply(probe_x01.to(self.device)))
-        return candidate
+        return self._in_fixed_batches(typed, pre.apply(probe_x01.to(self.device)))
 
     def _check_runtime_is_deterministic(self, model_input: np.ndarray, reference: np.ndarray) -> None:
         """A conversion can only match a runtime that gives the same outputs for the same input."""
-        again = _chunked(self._run, self.fixed_batch)(model_input)
+        again = chunked(self._run, self.fixed_batch)(model_input)
         if not np.array_equal(again.reshape(again.shape[0], -1), reference.reshape(reference.shape[0], -1)):
             raise InputError(
                 f"{self.path}: ONNX Runtime gives different outputs for the same input (a Dropout "

@@ -3,13 +3,12 @@ torch.save or in the safetensors format), and (only with --trust-model) whole pi
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import pickle
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,17 @@ import torch
 from torch import nn
 
 from robaudit.config import AuditConfig
-from robaudit.errors import InputError, UsageError
+from robaudit.errors import InputError, UsageError, one_line
+from robaudit.hashing import sha256_of
 from robaudit.models.base import (
     Capabilities,
     InDtype,
     ModelAdapter,
     Preprocessing,
     detect_output_kind,
-    fixed_batch_module,
     output_classes,
 )
+from robaudit.models.handle import FileHandle, declared_sample_shape
 from robaudit.models.layout import use_channels_last
 
 PICKLE_ADVICE = (
@@ -74,7 +74,7 @@ def _load_safetensors(path: Path, device: torch.device) -> dict[str, torch.Tenso
         return load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise InputError(
-            f"{path}: not a readable safetensors file ({_one_line(exc)}); re-save it with "
+            f"{path}: not a readable safetensors file ({one_line(exc, all_lines=True)}); re-save it with "
             f"safetensors.torch.save_file(model.state_dict(), path)"
         ) from None
 
@@ -127,7 +127,7 @@ def _load_file(
             program = torch.export.load(str(path))
         except Exception as exc:  # noqa: BLE001 - any failure here means an unreadable file
             raise InputError(
-                f"{path}: not a readable torch.export program ({_one_line(exc)}); re-export it"
+                f"{path}: not a readable torch.export program ({one_line(exc, all_lines=True)}); re-export it"
             ) from None
         shape: tuple[int | None, ...] | None = None
         user_inputs = set(program.graph_signature.user_inputs)
@@ -145,7 +145,7 @@ def _load_file(
                 return torch.jit.load(str(path), map_location=device), "TorchScript", None, []
         except Exception as exc:  # noqa: BLE001
             raise InputError(
-                f"{path}: not a readable TorchScript file ({_one_line(exc)}); re-save it"
+                f"{path}: not a readable TorchScript file ({one_line(exc, all_lines=True)}); re-save it"
             ) from None
     if _is_safetensors(path):
         return _module_from_state(
@@ -157,8 +157,10 @@ def _load_file(
             obj = torch.load(str(path), map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" not in str(exc).lower() and "weights only" not in str(exc).lower():
-            raise InputError(f"{path}: not a readable PyTorch file ({_one_line(exc)})") from None
-        if not config.trust_model:
+            raise InputError(
+                f"{path}: not a readable PyTorch file ({one_line(exc, all_lines=True)})"
+            ) from None
+        if not config.model.trust_model:
             raise InputError(
                 f"{path}: holds a pickled Python object, and loading it would run arbitrary code; {PICKLE_ADVICE}"
             ) from None
@@ -166,14 +168,14 @@ def _load_file(
             obj = torch.load(str(path), map_location=device, weights_only=False)
         except (AttributeError, ImportError) as exc:  # the pickle names a class this process cannot find
             raise InputError(
-                f"{path}: the pickled model needs code robaudit cannot import ({_one_line(exc)}); a class "
+                f"{path}: the pickled model needs code robaudit cannot import ({one_line(exc, all_lines=True)}); a class "
                 f"defined in the saving script or notebook (__main__) is not importable: save the model's "
                 f"state_dict and pass --arch module:ClassName, or re-save it with torch.jit.save or "
                 f"torch.export.save"
             ) from None
     except Exception as exc:  # noqa: BLE001
         raise InputError(
-            f"{path}: not a readable model file ({_one_line(exc)}); give a .onnx, TorchScript, .pt2 or state_dict"
+            f"{path}: not a readable model file ({one_line(exc, all_lines=True)}); give a .onnx, TorchScript, .pt2 or state_dict"
         ) from None
     if isinstance(obj, nn.Module):
         return obj.to(device), "pickled nn.Module", None, []
@@ -191,23 +193,23 @@ def _module_from_state(
     """Build ``--arch`` and load a state_dict's weights into it; ``kind`` names the file format."""
     if not state:
         raise InputError(f"{path}: holds no tensors; give the file the model's weights were saved to")
-    if config.arch is None:
+    if config.model.arch is None:
         raise UsageError(
             f"{path}: holds a {kind} (weights without code); pass --arch package.module:ClassName (or a "
             f"function that builds the model, e.g. torchvision.models:resnet18) to build the model"
         )
-    build = _import_arch(config.arch)
+    build = _import_arch(config.model.arch)
     try:
         # Building draws random initial weights (replaced by the file's): keep the caller's random state.
         with torch.random.fork_rng(devices=[]):
-            module = build(**config.arch_kwargs)
+            module = build(**config.model.arch_kwargs)
     except TypeError as exc:
         raise UsageError(
-            f"--arch {config.arch}: cannot construct it ({exc}); pass --arch-kwargs as JSON"
+            f"--arch {config.model.arch}: cannot construct it ({exc}); pass --arch-kwargs as JSON"
         ) from None
     if not isinstance(module, nn.Module):
         raise UsageError(
-            f"--arch {config.arch}: returned a {type(module).__name__}, not an nn.Module; name the model's "
+            f"--arch {config.model.arch}: returned a {type(module).__name__}, not an nn.Module; name the model's "
             f"class or a function that builds it"
         )
     notes: list[str] = []
@@ -223,9 +225,9 @@ def _module_from_state(
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise InputError(
-            f"{path}: weights do not fit --arch {config.arch} ({_one_line(exc)}); give the class they were saved from"
+            f"{path}: weights do not fit --arch {config.model.arch} ({one_line(exc, all_lines=True)}); give the class they were saved from"
         ) from None
-    return module.to(device), f"{kind} + {config.arch}", None, notes
+    return module.to(device), f"{kind} + {config.model.arch}", None, notes
 
 
 def _with_shared_names(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
@@ -263,24 +265,18 @@ def _wrapper_prefix(state: dict[str, torch.Tensor], expected: set[str]) -> str:
     return ""
 
 
-def _one_line(exc: BaseException, limit: int = 200) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if len(lines) > 1 and "TorchScript" in lines[0]:
-        # TorchScript puts its own traceback first; the error itself is the last line.
-        lines = lines[-1:]
-    text = " ".join(" ".join(lines).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def weights_sha256(module: nn.Module) -> str:
     """A digest of a module's state (names, dtypes, shapes and bytes), for in-memory models."""
-    digest = hashlib.sha256()
+    return sha256_of(_state_bytes(module))
+
+
+def _state_bytes(module: nn.Module) -> Iterator[bytes]:
+    """Each tensor of a module's state as a header (name, dtype, shape) and its bytes."""
     for name, tensor in module.state_dict().items():
         t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        yield f"{name}:{t.dtype}:{tuple(t.shape)}".encode()
         # Flattened first: a 0-dim tensor (BatchNorm's num_batches_tracked) cannot be viewed as bytes.
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
+        yield t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
 
 
 class _Frozen:
@@ -318,47 +314,32 @@ class _Frozen:
                 t.data = torch.empty_strided(t.shape, stride, dtype=t.dtype, device=t.device).copy_(t.data)
 
 
-class TorchModelHandle:
+class TorchModelHandle(FileHandle):
     def __init__(
         self, path: Path, config: AuditConfig, device: torch.device, module: nn.Module | None = None
     ) -> None:
-        self.path = path
-        self.config = config
-        self.device = device
-        self.notes: list[str] = []
+        super().__init__(path, config, device)
         if module is None:
             self.model, self.format, example_shape, load_notes = _load_file(path, config, device)
             self.notes.extend(load_notes)
         else:
             self.model, self.format, example_shape = module.to(device), "in-memory nn.Module", None
         self._frozen = _Frozen(self.model)
-        self.layout = "nhwc" if config.layout == "nhwc" else "nchw"
-        self.declared_shape: tuple[int, int, int] | None = None
+        self.layout = "nhwc" if config.preprocessing.layout == "nhwc" else "nchw"
+        self.declared_shape = None
         if example_shape is not None and len(example_shape) == 4:
-            c, h, w = example_shape[1:] if self.layout == "nchw" else (example_shape[3], *example_shape[1:3])
-            if None not in (c, h, w):
-                self.declared_shape = (int(c), int(h), int(w))
+            self.declared_shape = declared_sample_shape(example_shape, self.layout)
         # A torch.export program exported with a fixed batch size runs in chunks of that size.
         self.fixed_batch = int(example_shape[0]) if example_shape is not None and example_shape[0] else None
 
-    def _preprocessing(self) -> Preprocessing:
-        c = self.config
-        return Preprocessing(input_range=c.input_range, mean=c.mean, std=c.std, layout=self.layout)  # type: ignore[arg-type]
-
-    def accepts(self, sample_shape: tuple[int, int, int]) -> bool:
-        if self.declared_shape is not None:
-            return self.declared_shape == sample_shape
-        try:
-            with torch.inference_mode():
-                self.model(self._preprocessing().apply(torch.zeros((1, *sample_shape), device=self.device)))
-        except Exception:  # noqa: BLE001 - any failure means "not this shape"
-            return False
-        return True
+    def _run_on_zeros(self, pre: Preprocessing, sample_shape: tuple[int, int, int]) -> None:
+        with torch.inference_mode():
+            self.model(pre.apply(torch.zeros((1, *sample_shape), device=self.device)))
 
     def bind(self, sample_shape: tuple[int, int, int], probe_x01: torch.Tensor) -> ModelAdapter:
         pre = self._preprocessing()
         model_input = pre.apply(probe_x01.to(self.device))
-        if self.config.channels_last:
+        if self.config.run.channels_last:
             use_channels_last(self.model)
         scores = ScoresOnly(self.model)
         self.model = scores
@@ -370,17 +351,14 @@ class TorchModelHandle:
                 f"{self.path.name}: the model computes in {str(dtype).removeprefix('torch.')}; each image is "
                 f"cast to it on its way in, and the scores back to float32"
             )
-        if self.fixed_batch is not None:
-            self.model = fixed_batch_module(self.model, self.fixed_batch)
-            if hasattr(self.model, "probe"):
-                self.model.probe(model_input)
+        self.model = self._in_fixed_batches(self.model, model_input)
         try:
             with torch.inference_mode():
                 raw = self.model(model_input)
         except Exception as exc:  # noqa: BLE001
             raise InputError(
                 f"{self.path}: the model fails on data of shape {'x'.join(map(str, sample_shape))} "
-                f"({_one_line(exc)}); pass data of the model's input shape, or set --layout"
+                f"({one_line(exc, all_lines=True)}); pass data of the model's input shape, or set --layout"
             ) from None
         if not isinstance(raw, torch.Tensor) or raw.ndim < 2:
             raise InputError(
@@ -391,7 +369,7 @@ class TorchModelHandle:
             self.notes.append(f"{self.path.name}: the model returns {scores.picked}")
         raw = raw.reshape(raw.shape[0], -1)
         detected = detect_output_kind(raw)
-        kind = detected if self.config.output == "auto" else self.config.output
+        kind = detected if self.config.model.output == "auto" else self.config.model.output
         if kind == "probabilities":
             self.notes.append(
                 "the model outputs probabilities; attacks use their log, and saturated probabilities can mask "
@@ -465,7 +443,7 @@ def load_torch(path: Path, config: AuditConfig, device: torch.device) -> TorchMo
 
 
 def module_handle(module: nn.Module, config: AuditConfig, device: torch.device) -> TorchModelHandle:
-    """A handle on a model already in memory (library use); ``config.model`` only names it."""
+    """A handle on a model already in memory (library use); ``config.model.path`` only names it."""
     if not isinstance(module, nn.Module):
         raise UsageError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
-    return TorchModelHandle(Path(config.model), config, device, module=module)
+    return TorchModelHandle(config.model_path, config, device, module=module)

@@ -13,9 +13,13 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from robaudit.atomic import write_text_atomic
-from robaudit.gate import CheckOutcome
+
+if TYPE_CHECKING:
+    # Only for annotations: the gate writes JUnit files, so importing it here would be a circle.
+    from robaudit.gate.thresholds import CheckOutcome
 
 CLASSNAME = "robaudit.gate"
 FAILURE_TYPE = "threshold"

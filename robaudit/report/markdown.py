@@ -118,15 +118,27 @@ def _radius_line(result: AuditResult) -> str | None:
 
 
 def render_markdown(result: AuditResult) -> str:
-    m, d, s = result.model, result.data, result.settings
+    """The summary as GitHub-flavoured Markdown, ending in a newline."""
     worst = [r for r in result.rows if r.attack == WORST_CASE]
     per_attack = [r for r in result.rows if r.attack != WORST_CASE]
-    target = str(s.get("target", "none"))
-    targeted = target != "none" and any(r.n_target_hits is not None for r in worst)
-    onnx_checked = any(r.n_fooled_converted is not None for r in per_attack)
+    lines = _intro(result)
+    if worst:
+        lines += _worst_case_tables(result, worst)
+    if per_attack:
+        lines += _per_attack_table(per_attack)
+    for line in (_radius_line(result), _weakest_classes(result, worst)):
+        if line:
+            lines += ["", line]
+    lines += _flags_and_notes(result)
+    lines += ["", f"> {escape(result.caveat)}", "", _footer(result)]
+    return "\n".join(lines) + "\n"
 
+
+def _intro(result: AuditResult) -> list[str]:
+    """The title, clean accuracy, and what was audited on what."""
+    m, d = result.model, result.data
     shape = "x".join(map(str, m.sample_shape))
-    lines = [
+    return [
         f"## robaudit: {escape(_file_name(m.path))}",
         "",
         f"**Clean accuracy {_pct(result.clean_accuracy)}** (95% CI {_ci(result.clean_accuracy_ci)}), "
@@ -136,85 +148,89 @@ def render_markdown(result: AuditResult) -> str:
         f"{escape(m.output_kind)}); data {escape(d.description)}, evaluated {d.n_evaluated} ({escape(d.subset)})",
     ]
 
-    if worst:
-        header = ["threat model", "robust accuracy", "95% CI", "attack success", "95% CI"]
-        align = [":--", "--:", "--:", "--:", "--:"]
+
+def _worst_case_tables(result: AuditResult, worst: list[AttackRow]) -> list[str]:
+    """Robust accuracy and success per threat model, then the confidence clean -> adversarial."""
+    target = str(result.settings.get("target", "none"))
+    targeted = target != "none" and any(r.n_target_hits is not None for r in worst)
+    header = ["threat model", "robust accuracy", "95% CI", "attack success", "95% CI"]
+    align = [":--", "--:", "--:", "--:", "--:"]
+    if targeted:
+        header.append(f"target hits ({escape(target)})")
+        align.append("--:")
+    body = []
+    for r in worst:
+        cells = [
+            _threat(r),
+            f"**{_pct(r.robust_accuracy)}**",
+            _ci(r.robust_accuracy_ci),
+            _pct(r.attack_success_rate),
+            _ci(r.attack_success_rate_ci),
+        ]
         if targeted:
-            header.append(f"target hits ({escape(target)})")
-            align.append("--:")
-        body = []
-        for r in worst:
-            cells = [
-                _threat(r),
-                f"**{_pct(r.robust_accuracy)}**",
-                _ci(r.robust_accuracy_ci),
-                _pct(r.attack_success_rate),
-                _ci(r.attack_success_rate_ci),
-            ]
-            if targeted:
-                cells.append("n/a" if r.n_target_hits is None else f"{r.n_target_hits}/{r.n_clean_correct}")
-            body.append(cells)
-        lines += ["", "### Worst case per threat model", *_table(header, align, body)]
+            cells.append("n/a" if r.n_target_hits is None else f"{r.n_target_hits}/{r.n_clean_correct}")
+        body.append(cells)
+    lines = ["", "### Worst case per threat model", *_table(header, align, body)]
 
-        clean = result.confidence_clean
-        body = [
-            [
-                _threat(r),
-                _arrow(
-                    clean.overall if clean else result.mean_confidence_clean,
-                    r.confidence.overall if r.confidence else None,
-                ),
-                _arrow(clean.correct if clean else None, r.confidence.correct if r.confidence else None),
-                _arrow(clean.errors if clean else None, r.confidence.errors if r.confidence else None),
-            ]
-            for r in worst
-        ]
-        lines += [
-            "",
-            "#### Mean top-1 confidence, clean → adversarial (worst case)",
-            *_table(
-                ["threat model", "all samples", "correct", "misclassified"],
-                [":--", "--:", "--:", "--:"],
-                body,
+    clean = result.confidence_clean
+    body = [
+        [
+            _threat(r),
+            _arrow(
+                clean.overall if clean else result.mean_confidence_clean,
+                r.confidence.overall if r.confidence else None,
             ),
+            _arrow(clean.correct if clean else None, r.confidence.correct if r.confidence else None),
+            _arrow(clean.errors if clean else None, r.confidence.errors if r.confidence else None),
         ]
+        for r in worst
+    ]
+    return lines + [
+        "",
+        "#### Mean top-1 confidence, clean → adversarial (worst case)",
+        *_table(
+            ["threat model", "all samples", "correct", "misclassified"],
+            [":--", "--:", "--:", "--:"],
+            body,
+        ),
+    ]
 
-    if per_attack:
-        header = ["attack", "threat model", "robust accuracy", "attack success", "fooled first", "seconds"]
-        align = [":--", ":--", "--:", "--:", "--:", "--:"]
+
+def _per_attack_table(per_attack: list[AttackRow]) -> list[str]:
+    """Each attack's own row, folded away: the worst-case table above is what most readers need."""
+    onnx_checked = any(r.n_fooled_converted is not None for r in per_attack)
+    header = ["attack", "threat model", "robust accuracy", "attack success", "fooled first", "seconds"]
+    align = [":--", ":--", "--:", "--:", "--:", "--:"]
+    if onnx_checked:
+        header.append("fooled: converted → ONNX Runtime")
+        align.append("--:")
+    body = []
+    for r in per_attack:
+        cells = [
+            escape(r.attack),
+            _threat(r),
+            _pct(r.robust_accuracy),
+            _pct(r.attack_success_rate),
+            "n/a" if r.n_fooled_by_attack is None else str(r.n_fooled_by_attack),
+            _seconds(r.seconds),
+        ]
         if onnx_checked:
-            header.append("fooled: converted → ONNX Runtime")
-            align.append("--:")
-        body = []
-        for r in per_attack:
-            cells = [
-                escape(r.attack),
-                _threat(r),
-                _pct(r.robust_accuracy),
-                _pct(r.attack_success_rate),
-                "n/a" if r.n_fooled_by_attack is None else str(r.n_fooled_by_attack),
-                _seconds(r.seconds),
-            ]
-            if onnx_checked:
-                confirmed = r.n_clean_correct - r.n_robust
-                cells.append(
-                    "n/a" if r.n_fooled_converted is None else f"{r.n_fooled_converted} → {confirmed}"
-                )
-            body.append(cells)
-        lines += [
-            "",
-            "<details><summary>Per attack (cheapest first; each row also counts samples fooled by the attacks "
-            "before it)</summary>",
-            "",
-            *_table(header, align, body),
-            "",
-            "</details>",
-        ]
+            confirmed = r.n_clean_correct - r.n_robust
+            cells.append("n/a" if r.n_fooled_converted is None else f"{r.n_fooled_converted} → {confirmed}")
+        body.append(cells)
+    return [
+        "",
+        "<details><summary>Per attack (cheapest first; each row also counts samples fooled by the attacks "
+        "before it)</summary>",
+        "",
+        *_table(header, align, body),
+        "",
+        "</details>",
+    ]
 
-    for line in (_radius_line(result), _weakest_classes(result, worst)):
-        if line:
-            lines += ["", line]
 
+def _flags_and_notes(result: AuditResult) -> list[str]:
+    lines: list[str] = []
     if result.flags:
         lines += [
             "",
@@ -226,16 +242,19 @@ def render_markdown(result: AuditResult) -> str:
         ]
     if result.notes:
         lines += ["", "**Notes**", *(f"- {_escape_block(note)}" for note in result.notes)]
+    return lines
 
-    lines += ["", f"> {escape(result.caveat)}", ""]
+
+def _footer(result: AuditResult) -> str:
+    """Version, time, seed, device, run time and the model's hash, in small print."""
+    s = result.settings
     seconds = result.timings.get("total_seconds")
-    lines.append(
+    return (
         f"<sub>robaudit {escape(result.robaudit_version)}, {escape(result.created_utc)}, "
         f"seed {escape(s.get('seed', 'n/a'))}, device {escape(s.get('device', 'n/a'))}"
         + (f", {seconds:.1f} s" if seconds is not None else "")
-        + f", model sha256 {escape(m.sha256[:12])}</sub>"
+        + f", model sha256 {escape(result.model.sha256[:12])}</sub>"
     )
-    return "\n".join(lines) + "\n"
 
 
 def write_markdown(result: AuditResult, path: Path | str) -> None:

@@ -25,7 +25,7 @@ from rich.table import Table
 from robaudit.results import WORST_CASE, AuditResult
 
 if TYPE_CHECKING:
-    from robaudit.gate import CheckOutcome
+    from robaudit.gate.thresholds import CheckOutcome
 
 
 def _pct(value: float | None) -> str:
@@ -77,6 +77,19 @@ def _threat(norm: str, eps: float) -> str:
 
 def render(result: AuditResult, console: Console) -> None:
     """The results for a reader at a terminal (80 columns or more; plain text when piped)."""
+    _render_header(result, console)
+    console.print(_rows_table(result))
+    _render_row_notes(result, console)
+    for flag in result.flags:
+        console.print(
+            f"[bold yellow]flag[/] {escape(flag.code)}: {escape(flag.message)}; {escape(flag.advice)}",
+            highlight=False,
+        )
+    _render_summary(result, console)
+
+
+def _render_header(result: AuditResult, console: Console) -> None:
+    """Model, data, device, the notes, then clean accuracy and confidence."""
     m, d = result.model, result.data
     console.print(
         f"[bold]model[/] {escape(m.path)} ({escape(m.format)}, input {'x'.join(map(str, m.sample_shape))} "
@@ -94,6 +107,9 @@ def render(result: AuditResult, console: Console) -> None:
         highlight=False,
     )
 
+
+def _rows_table(result: AuditResult) -> Table:
+    """One line per attack row; the worst case in bold."""
     table = Table(
         title="Robustness under attack (eps on the [0, 1] pixel scale; l0: pixels changed)",
         title_justify="left",
@@ -122,18 +138,20 @@ def render(result: AuditResult, console: Console) -> None:
             _pct(row.mean_confidence_adversarial_errors),
             style="bold" if is_worst else None,
         )
-    console.print(table)
+    return table
 
-    worst_rows = [r for r in result.rows if r.attack == WORST_CASE]
+
+def _render_row_notes(result: AuditResult, console: Console) -> None:
+    """Below the table: target hits, the ONNX Runtime confirmation and the robustness radius."""
     if result.settings.get("target", "none") != "none":
-        for row in worst_rows:
+        for row in (r for r in result.rows if r.attack == WORST_CASE):
             console.print(
                 f"  targeted ({result.settings['target']}) {_threat(row.norm, row.eps)}: {row.n_target_hits} of "
                 f"{row.n_clean_correct} clean-correct samples now classified as their target",
                 highlight=False,
             )
     checked = [r for r in result.rows if r.n_fooled_converted is not None and r.attack != WORST_CASE]
-    if m.backend == "onnx" and checked:
+    if result.model.backend == "onnx" and checked:
         differ = [r for r in checked if r.n_fooled_converted != r.n_clean_correct - r.n_robust]
         if not differ:
             console.print(
@@ -152,21 +170,19 @@ def render(result: AuditResult, console: Console) -> None:
             median += f" ({radius.bisected_median:.4g} after {radius.bisection_steps} bisection steps)"
         console.print(
             f"  median robustness radius ({radius.norm}, over the swept eps): {median}; "
-            f"{radius.not_fooled} of {d.n_evaluated} samples withstood every eps",
+            f"{radius.not_fooled} of {result.data.n_evaluated} samples withstood every eps",
             highlight=False,
         )
 
-    for flag in result.flags:
-        console.print(
-            f"[bold yellow]flag[/] {escape(flag.code)}: {escape(flag.message)}; {escape(flag.advice)}",
-            highlight=False,
-        )
 
+def _render_summary(result: AuditResult, console: Console) -> None:
+    """The worst case per threat model in words, and the upper-bound caveat."""
     summary = [
         f"Worst case at {_threat(r.norm, r.eps)}: robust accuracy {_pct(r.robust_accuracy)} "
         f"(95% CI {_ci(r.robust_accuracy_ci)}%), {_pct(r.attack_success_rate)} of correctly classified "
         "samples fooled."
-        for r in worst_rows
+        for r in result.rows
+        if r.attack == WORST_CASE
     ]
     console.print(
         Panel("\n".join([*summary, "", result.caveat]), title="What these numbers mean", border_style="cyan")

@@ -36,11 +36,11 @@ from robaudit.attacks.base import input_gradient
 from robaudit.attacks.fgsm import FGSM
 from robaudit.attacks.norms import float32_safe_eps
 from robaudit.attacks.pgd import PGD
+from robaudit.audit.plan import Stage
+from robaudit.audit.verification import verify
 from robaudit.errors import is_out_of_memory, one_line
 from robaudit.models import ModelAdapter
-from robaudit.plan import Stage
 from robaudit.results import Flag
-from robaudit.runner import verify
 
 PROBE_SAMPLES = 100
 _STREAM = 1 << 21  # random starts of the gradient probe

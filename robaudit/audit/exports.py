@@ -10,8 +10,8 @@ from typing import IO
 import numpy as np
 
 from robaudit.atomic import write_atomic
-from robaudit.plan import Stage
-from robaudit.runner import SampleRecords
+from robaudit.audit.plan import Stage
+from robaudit.audit.records import SampleRecords
 
 
 def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[str, object]]:
@@ -19,16 +19,16 @@ def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[s
     prediction, confidence, whether it is fooled so far in that threat model's cascade, and the
     perturbation's L∞, L2 and L0 (pixel locations) norms."""
     lines = []
-    for pos, index in enumerate(records.indices.tolist()):
-        label = int(records.labels[pos])
+    for row, index in enumerate(records.indices.tolist()):
+        label = int(records.labels[row])
         line: dict[str, object] = {
             "index": int(index),
             "label": label,
-            "clean_pred": int(records.clean_pred[pos]),
-            "clean_conf": float(records.clean_conf[pos]),
+            "clean_pred": int(records.clean_pred[row]),
+            "clean_conf": float(records.clean_conf[row]),
         }
         if records.targets is not None:
-            line["target"] = int(records.targets[pos]) if records.targets[pos] >= 0 else None
+            line["target"] = int(records.targets[row]) if records.targets[row] >= 0 else None
         attacks = []
         for st in stages:
             for attack in st.attacks:
@@ -38,12 +38,12 @@ def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[s
                         "attack": attack.name,
                         "norm": st.threat.norm,
                         "eps": st.threat.eps,
-                        "pred": int(rec.pred[pos]),
-                        "conf": float(rec.conf[pos]),
-                        "fooled": bool(records.clean_pred[pos] == label and rec.pred[pos] != label),
-                        "linf": float(rec.linf[pos]),
-                        "l2": float(rec.l2[pos]),
-                        "l0": float(rec.l0[pos]),
+                        "pred": int(rec.pred[row]),
+                        "conf": float(rec.conf[row]),
+                        "fooled": bool(records.clean_pred[row] == label and rec.pred[row] != label),
+                        "linf": float(rec.linf[row]),
+                        "l2": float(rec.l2[row]),
+                        "l0": float(rec.l0[row]),
                     }
                 )
         line["attacks"] = attacks
@@ -64,11 +64,11 @@ def write_adversarial(records: SampleRecords, path: Path) -> int:
     on [0, 1], with the sample index, label, adversarial prediction, attack, norm and eps. Returns N."""
     images, index, label, adv_pred, attack, norm, eps = [], [], [], [], [], [], []
     for (threat_norm, threat_eps), saved in records.saved.items():
-        for pos, (name, x_adv) in sorted(saved.items()):
+        for row, (name, x_adv) in sorted(saved.items()):
             images.append(x_adv.astype(np.float32))
-            index.append(int(records.indices[pos]))
-            label.append(int(records.labels[pos]))
-            adv_pred.append(int(records.adversarial[(name, threat_norm, threat_eps)].pred[pos]))
+            index.append(int(records.indices[row]))
+            label.append(int(records.labels[row]))
+            adv_pred.append(int(records.adversarial[(name, threat_norm, threat_eps)].pred[row]))
             attack.append(name)
             norm.append(threat_norm)
             eps.append(threat_eps)

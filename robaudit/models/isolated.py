@@ -3,7 +3,7 @@
 Two steps parse untrusted bytes:
 
 - The ONNX checker and ONNX Runtime's session creation (C++). They run once in a fresh child Python
-  (``python -m robaudit.isolated check FILE``) with a time limit and an address-space limit; only
+  (``python -m robaudit.models.isolated check FILE``) with a time limit and an address-space limit; only
   when the child finishes does robaudit open the model itself. The child imports onnx and
   onnxruntime, not torch, so this costs well under a second.
 - The conversion to PyTorch (onnx2pytorch, onnx2torch): Python that walks the graph and builds
@@ -61,7 +61,7 @@ def _convert(model_file: str, converter: str) -> None:
     allocation."""
     import onnx
 
-    from robaudit.models.onnx_model import trial_convert
+    from robaudit.models.conversion import trial_convert
 
     try:
         trial_convert(onnx.load_model_from_string(Path(model_file).read_bytes()), converter)
@@ -117,7 +117,7 @@ def run_child(
         model_file.write_bytes(data)
         deadline = time.monotonic() + timeout_s
         child = subprocess.Popen(  # noqa: S603 - this interpreter, this module
-            [sys.executable, "-m", "robaudit.isolated", task, str(model_file), *args],
+            [sys.executable, "-m", "robaudit.models.isolated", task, str(model_file), *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=(lambda: _limit_memory(address_space)) if os.name == "posix" else None,  # noqa: PLW1509

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from robaudit.attacks import Attack
+from robaudit.attacks.base import Attack
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from robaudit.attacks import Attack
+from robaudit.attacks.base import Attack
+from robaudit.attacks.rng import sample_seeds
+from robaudit.audit.verification import verify
 from robaudit.data import Dataset
 from robaudit.models import ModelAdapter
-from robaudit.runner import sample_seeds, verify
 
 
 def bisect_radius(

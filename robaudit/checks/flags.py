@@ -1,8 +1,9 @@
 """Reliability checks: signs that an evaluation overstates robustness, as typed flags.
 
 Each check reads only the results object, or for ``pixel_attack_inside_ball`` the runner's per-sample
-records (so they cost nothing to run), and returns flags that say what was seen and what to do. ``--strict`` turns any flag into exit code 4. Checks that need extra
-model queries (randomness, gradient masking, an unbounded attack) are planned beside these.
+records (so they cost nothing to run), and returns flags that say what was seen and what to do.
+``--strict`` turns any flag into exit code 4. Checks that need extra model queries (randomness,
+gradient masking, an unbounded attack) are the probes, in ``robaudit.checks.probes``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from robaudit.results import WORST_CASE, AuditResult, Flag
 if TYPE_CHECKING:  # the results-only checks stay free of torch
     import numpy as np
 
-    from robaudit.plan import Stage
-    from robaudit.runner import SampleRecords
+    from robaudit.audit.plan import Stage
+    from robaudit.audit.records import SampleRecords
 
 
 def clean_sanity(result: AuditResult) -> list[Flag]:

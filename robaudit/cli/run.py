@@ -1,0 +1,143 @@
+"""A validated configuration through the audit, the reports and the gate to the exit code."""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from robaudit.cli.common import fail, stderr
+from robaudit.cli.report_cmd import write_reports
+from robaudit.errors import ExitCode
+
+
+def run_scan(config: Any) -> None:
+    from robaudit.allocator import tune_malloc
+
+    tune_malloc()  # before the first tensor: this process's own allocator, never a library user's
+    # The converted graph's modules warn about their own code on every forward pass (onnx2pytorch's
+    # Gather indexes with a list); that is noise to someone auditing a model. The CLI owns this process's
+    # warning filters; the library leaves its user's alone.
+    warnings.filterwarnings("ignore", module=r"onnx2(pytorch|torch)\.")
+    from robaudit.api import run_audit
+    from robaudit.report.terminal import RichProgress, render
+    from robaudit.results import load_result
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (a CI job cancelled) stops the run like Ctrl-C
+
+    signal.signal(signal.SIGTERM, _terminate)
+    outputs = _outputs(config)
+    for flag, path in outputs.items():
+        if path is not None:
+            _check_writable(flag, path)
+    _check_no_overwrite(config, outputs)
+    baseline = load_result(config.gate.baseline) if config.gate.baseline is not None else None  # fail early
+    console = Console()
+    with RichProgress(stderr) as progress:
+        result = run_audit(config, progress=progress)
+    render(result, console)
+    # Reports first: a baseline that turns out not to match must not cost the finished audit.
+    reports = config.reports
+    write_reports(result, console, reports.json_, reports.html, reports.markdown)
+    for path in (reports.per_sample, reports.save_adversarial):
+        if path is not None:
+            console.print(f"wrote {path}", highlight=False)
+    _gate(config, result, baseline, console)
+
+
+def _gate(config: Any, result: Any, baseline: Any, console: Console) -> None:
+    """The gate's verdict: rendered, written as JUnit, and turned into the exit code."""
+    from robaudit.api import gate_audit
+    from robaudit.gate import EXIT_INTERRUPTED, BaselineNotComparable
+    from robaudit.report.terminal import render_gate
+
+    try:
+        verdict = gate_audit(result, config, baseline)
+    except BaselineNotComparable as exc:
+        if exc.junit_written is not None:  # a CI test reporter shows why the gate could not decide
+            console.print(f"wrote {exc.junit_written}", highlight=False)
+        raise
+    if verdict.outcomes:
+        render_gate(verdict.outcomes, console)
+    if verdict.junit_written is not None:
+        console.print(f"wrote {verdict.junit_written}", highlight=False)
+    if verdict.exit_code == EXIT_INTERRUPTED:
+        run_dir = config.run.run_dir
+        where = f"; resume with robaudit scan --resume {run_dir}" if run_dir else ""
+        stderr.print(
+            f"robaudit: interrupted; wrote a partial report marked incomplete{where}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+    elif verdict.exit_code == ExitCode.UNRELIABLE:
+        # Unreliable numbers make the gate's verdict meaningless, so exit 4 outranks exit 1.
+        console.print(
+            f"[bold yellow]unreliable evaluation[/]: {len(result.flags)} reliability flags (--strict)"
+        )
+    if verdict.exit_code:
+        raise typer.Exit(verdict.exit_code)
+
+
+def _outputs(config: Any) -> dict[str, Path | None]:
+    r = config.reports
+    return {
+        "--json": r.json_,
+        "--html": r.html,
+        "--markdown": r.markdown,
+        "--per-sample": r.per_sample,
+        "--save-adversarial": r.save_adversarial,
+        "--junit": r.junit,
+    }
+
+
+def _check_no_overwrite(config: Any, outputs: dict[str, Path | None]) -> None:
+    """Refuse an output that would replace one of the audit's inputs or another output: a report
+    written over the model or the data destroys what the user asked to audit."""
+    inputs = {
+        "the model file": config.model.path,
+        "the data": Path(config.data.path) if config.data.path is not None else None,
+        "the labels file": config.data.labels,
+        "the baseline": config.gate.baseline,
+    }
+    seen: dict[Path, str] = {}
+    for what, path in inputs.items():
+        if path is not None:
+            seen.setdefault(Path(path).resolve(), what)
+    for flag, out in outputs.items():
+        if out is None:
+            continue
+        where = out.resolve()
+        if where in seen:
+            fail(
+                f"{flag} {out}: is also {seen[where]}, which writing there would replace; give the output "
+                f"another name",
+                ExitCode.USAGE_ERROR,
+            )
+        seen[where] = f"the {flag} output"
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Fail before the audit, not after it, when an output cannot be written. Creates nothing: the
+    folders are made when the report is written."""
+    if path.is_dir():
+        fail(f"{flag} {path}: is a folder; give a file name", ExitCode.USAGE_ERROR)
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        fail(
+            f"{flag} {path}: cannot write there ({ancestor} is a file); choose a writable folder",
+            ExitCode.USAGE_ERROR,
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        fail(
+            f"{flag} {path}: cannot write there ({ancestor} is not writable); choose a writable folder",
+            ExitCode.USAGE_ERROR,
+        )
