@@ -59,7 +59,6 @@ def evasion_class(class_name: str) -> type:
 @dataclass(frozen=True)
 class ArtAttack:
     needs_gradients: ClassVar[bool] = True  # ART's PyTorchClassifier wraps a differentiable module
-    cost_rank: ClassVar[int] = 3
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
 
     class_name: str

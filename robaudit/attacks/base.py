@@ -17,16 +17,14 @@ LogitsFn = Callable[[torch.Tensor], torch.Tensor]
 class Attack(Protocol):
     """``name`` labels result rows; ``needs_gradients`` says whether the attack needs a differentiable
     model (else the runner hands it the reference runtime, e.g. ONNX Runtime, with no conversion);
-    ``cost_rank`` orders the cascade, cheapest first; ``norms`` lists the threat models it attacks."""
+    ``norms`` lists the threat models it attacks. Its place in the cascade is the registry's
+    ``cost_rank`` (an attack object the registry does not know, a test's, may carry its own)."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def needs_gradients(self) -> bool: ...
-
-    @property
-    def cost_rank(self) -> int: ...
 
     @property
     def norms(self) -> tuple[str, ...]:

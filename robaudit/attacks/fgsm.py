@@ -19,7 +19,6 @@ from robaudit.attacks.norms import ascent_direction, clip_to_bounds, float32_saf
 class FGSM:
     name: ClassVar[str] = "fgsm"
     needs_gradients: ClassVar[bool] = True
-    cost_rank: ClassVar[int] = 0
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
 
     def __call__(

@@ -35,7 +35,6 @@ _CPU_INPUT_BYTES_PER_PASS = 1 << 20  # CPU: 1 MiB, so a pass is about one popula
 class OnePixel:
     name: ClassVar[str] = "onepixel"
     needs_gradients: ClassVar[bool] = False
-    cost_rank: ClassVar[int] = 2
     norms: ClassVar[tuple[str, ...]] = ("l0",)
 
     pixels: int = 1

@@ -59,7 +59,6 @@ def targeted_dlr_loss(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tens
 @dataclass(frozen=True)
 class PGD:
     needs_gradients: ClassVar[bool] = True
-    cost_rank: ClassVar[int] = 1
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
 
     steps: int = 40

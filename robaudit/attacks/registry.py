@@ -137,6 +137,19 @@ def settings_of(attack: object) -> dict[str, Any]:
     return {f.name: getattr(attack, f.name) for f in fields(attack)}
 
 
+def info_of(attack: object) -> AttackInfo | None:
+    """The registry entry a built attack came from (by its implementation class), or None."""
+    where = f"{type(attack).__module__}:{type(attack).__name__}"
+    return next((info for info in REGISTRY.values() if info.implementation == where), None)
+
+
+def cost_rank(attack: object) -> int:
+    """An attack's place in the cascade, cheapest first: the registry's rank, or for an attack object
+    the registry does not know (a test's double) its own ``cost_rank``."""
+    info = info_of(attack)
+    return info.cost_rank if info is not None else int(getattr(attack, "cost_rank", len(REGISTRY)))
+
+
 def setting_fields() -> dict[str, list[AttackInfo]]:
     """Each setting name and the attacks that take it (``steps``: pgd), for run-wide flags."""
     out: dict[str, list[AttackInfo]] = {}

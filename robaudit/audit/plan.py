@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from robaudit.attacks.base import Attack
+from robaudit.attacks.registry import cost_rank
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ def plan_cascade(
         chosen_norms = [n for n in (own_norms or norms) if n in attack.norms]
         return chosen_norms, [float(e) for e in (own_eps or eps_list)]
 
-    ordered = sorted(attacks, key=lambda a: a.cost_rank)  # stable: equal ranks keep the user's order
+    ordered = sorted(attacks, key=cost_rank)  # stable: equal ranks keep the user's order
     all_norms = list(dict.fromkeys([*norms, *(n for a in ordered for n in threats(a)[0])]))
     all_eps = sorted({float(e) for e in eps_list} | {e for a in ordered for e in threats(a)[1]})
     stages = []
