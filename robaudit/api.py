@@ -206,7 +206,7 @@ def _result(
         robaudit_version=__version__,
         created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         model=model_info(config, prepared, model_sha, module),
-        data=data_info(config, prepared),
+        data=data_info(config, prepared, records),
         settings=run_settings(config, prepared, records),
         environment=environment(adapter.device),
         clean_accuracy=float(clean_correct.mean()),

@@ -42,8 +42,9 @@ class DataInfo:
     description: str
     sha256: str
     n_total: int
-    n_evaluated: int
+    n_evaluated: int  # samples whose figures the result holds: fewer than n_requested when interrupted
     subset: str  # "all" or a description of the seeded stratified subset
+    n_requested: int | None = None  # samples the run was asked for (None: written by an earlier robaudit)
 
 
 WORST_CASE = "worst-case"
@@ -188,6 +189,14 @@ class AuditResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)  # field order keeps schema_version first
+
+    def incomplete_headline(self) -> str | None:
+        """For an interrupted run, the line every report leads with; None for a complete one."""
+        if self.complete:
+            return None
+        d = self.data
+        of = f" of {d.n_requested}" if d.n_requested is not None else ""
+        return f"INCOMPLETE: {d.n_evaluated}{of} samples evaluated; every figure covers only those"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AuditResult:

@@ -63,3 +63,4 @@ def test_strict_exits_4_on_a_model_at_chance(tmp_path: Path) -> None:
         app, ["scan", str(model), "--data", str(data), "--strict", "--fail-under", "clean_accuracy=0.9"]
     )
     assert strict.exit_code == 4, strict.output  # unreliable outranks the failed gate
+    assert "unreliable evaluation: 1 reliability flag (--strict)" in " ".join(strict.stdout.split())

@@ -384,6 +384,8 @@ def test_onepixel_and_targeted_pgd_through_the_cli(tmp_path: Path, small_npz: Pa
     ("args", "words"),
     [
         (["--eps", "abc"], ["--eps", "abc"]),
+        (["--eps", "-0.1"], ["--eps", "'-0.1'", "eps must be >= 0"]),
+        (["--eps", "-8/255"], ["--eps", "eps must be >= 0"]),
         (["--eps", "2"], ["--eps", "[0, 1]", "8/255"]),
         (["--eps", "8/0"], ["--eps", "8/0"]),
         (["--attack", "nosuch"], ["--attack", "nosuch"]),
@@ -549,6 +551,20 @@ def test_report_command_rejects_a_foreign_file_in_one_line(tmp_path: Path) -> No
     assert "no such results file" in line
 
 
+def test_an_output_gets_its_missing_last_folder_but_no_deeper_ones(tmp_path: Path, small_npz: Path) -> None:
+    deep = tmp_path / "nonexistent" / "dir" / "x.json"
+    line = assert_one_error_line(scan(MNIST_CNN, "--data", small_npz, "--json", deep, "--no-checks"), 2)
+    assert f"--json {deep}" in line and "does not exist" in line
+    assert not (tmp_path / "nonexistent").exists()
+    report = tmp_path / "reports" / "x.json"
+    assert_ok(scan(MNIST_CNN, "--data", small_npz, "--json", report, "--no-checks"))
+    assert json.loads(report.read_text(encoding="utf-8"))["complete"] is True
+    # robaudit report checks its outputs the same way
+    line = assert_one_error_line(runner.invoke(app, ["report", str(report), "--html", str(deep)]), 2)
+    assert "--html" in line and "does not exist" in line
+    assert not (tmp_path / "nonexistent").exists()
+
+
 def test_unwritable_output_fails_before_the_audit(tmp_path: Path, small_npz: Path) -> None:
     folder = tmp_path / "a-folder"
     folder.mkdir()
@@ -582,7 +598,7 @@ def test_gate_passes_with_exit_0_and_fails_with_exit_1(tmp_path: Path, small_npz
     junit, out = tmp_path / "gate.xml", tmp_path / "r.json"
     ok = scan(MNIST_CNN, "--data", small_npz, "--fail-under", "clean_accuracy=0.5", "--junit", junit)
     assert_ok(ok)
-    assert "gate passed: 1 checks" in flat(ok.stdout)
+    assert "gate passed: 1 check " in flat(ok.stdout) + " "  # not "1 checks"
     failed = scan(
         MNIST_CNN, "--data", small_npz, "--eps", "0.2", "--json", out, "--junit", junit,
         "--fail-under", "robust_accuracy@linf:0.2=0.99", "--fail-over", "attack_success_rate@fgsm:linf:0.2=0.9",
@@ -628,9 +644,49 @@ def test_baseline_regression_and_mismatch_refusal(tmp_path: Path, small_npz: Pat
     assert suite is not None and suite.get("errors") == "1"
     error = suite.find("testcase[@name='baseline']/error")
     assert error is not None and "not comparable" in (error.get("message") or "")
-    allowed = scan(MNIST_CNN, "--data", other, "--eps", "0.1", "--baseline", base, "--allow-mismatch")
-    assert allowed.exit_code in (0, 1), allowed.output
-    assert "mismatch" in flat(allowed.stdout).lower() or "differ" in flat(allowed.stdout).lower()
+    allowed_json = tmp_path / "allowed.json"
+    allowed = scan(
+        MNIST_CNN,
+        "--data",
+        other,
+        "--eps",
+        "0.1",
+        "--baseline",
+        base,
+        "--allow-mismatch",
+        "--json",
+        allowed_json,
+    )
+    # Compared anyway: the gate fails exactly when a row fell more than the default 2 points.
+    base_acc = {(r["attack"], r["eps"]): r["robust_accuracy"] for r in load_json(base)["rows"]}
+    rows = load_json(allowed_json)["rows"]
+    drops = [base_acc[(r["attack"], r["eps"])] - r["robust_accuracy"] for r in rows]
+    assert allowed.exit_code == (1 if max(drops) > 0.02 + 1e-9 else 0), (drops, allowed.output)
+    text = flat(allowed.stdout)
+    assert "baseline differs: dataset (data.sha256" in text, text
+    assert "data.n_evaluated 64 -> 40" in text, text
+
+
+def test_gate_matches_eps_as_written_and_refuses_what_cannot_match_before_the_audit(
+    tmp_path: Path, small_npz: Path
+) -> None:
+    base = tmp_path / "base.json"
+    fast = ("--data", small_npz, "--limit", "20", "--attack", "fgsm")
+    # 0.0314 is 8/255 to the 4 decimals written, as the README says
+    gate = ("--fail-under", "robust_accuracy@linf:0.0314=0")
+    ok = scan(MNIST_CNN, *fast, "--eps", "8/255", *gate, "--json", base)
+    assert_ok(ok)
+    assert "pass robust_accuracy@worst-case:linf:0.0314" in flat(ok.stdout)
+    out = tmp_path / "r.json"
+    # a row the run will not have: refused before the model is loaded, nothing written
+    gate = ("--fail-under", "robust_accuracy@pgd:linf:0.3=0.5")
+    line = assert_one_error_line(scan(MNIST_CNN, *fast, "--eps", "0.1", *gate, "--json", out), 2)
+    assert "no row pgd:linf:0.3" in line and "fgsm:linf:0.1, worst-case:linf:0.1" in line
+    assert not out.exists()
+    # a baseline of other attack settings: exit 3 before the audit, unless --allow-mismatch
+    line = assert_one_error_line(scan(MNIST_CNN, *fast, "--eps", "0.1", "--baseline", base, "--json", out), 3)
+    assert str(base) in line and "settings.eps" in line and "--allow-mismatch" in line
+    assert not out.exists()
 
 
 def assert_one_error_line_anywhere(result: Any, code: int) -> str:
@@ -769,6 +825,31 @@ def test_scan_help_keeps_its_square_brackets() -> None:
     assert result.exit_code == 0
     text = flat(result.stdout)
     assert "'robaudit[art]'" in text and "METRIC@[ATTACK:]NORM:EPS" in text
+
+
+def test_scan_help_fits_an_80_column_terminal() -> None:
+    """Booleans that default to off are plain flags, so no --x/--no-x pair widens the option column:
+    205 lines at 80 columns with the pairs, 170 without (and with --quiet)."""
+    result = runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 175, len(lines)
+    negatives = {word.strip("│,") for line in lines for word in line.split() if word.startswith("--no-")}
+    assert negatives == {"--no-checks"}
+
+
+@pytest.mark.parametrize(
+    ("args", "checks", "strict"), [((), True, False), (("--no-checks", "--strict"), False, True)]
+)
+def test_boolean_flags_reach_the_configuration(
+    monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], checks: bool, strict: bool
+) -> None:
+    import robaudit.cli.run
+
+    seen: list[Any] = []
+    monkeypatch.setattr(robaudit.cli.run, "run_scan", lambda config, quiet=False: seen.append(config))
+    assert_ok(scan(MNIST_CNN, *args))
+    assert (seen[0].gate.reliability_checks, seen[0].gate.strict) == (checks, strict)
 
 
 def test_help_and_profile_validate_import_no_heavy_library() -> None:

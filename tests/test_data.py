@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from robaudit.data import Dataset, open_dataset, stratified_subset
+from robaudit.data.arrays import _memmap_npz_member
 from robaudit.errors import InputError
 
 ASSETS = Path(__file__).parent / "assets"
@@ -131,7 +132,8 @@ def test_npz_uncompressed_is_memory_mapped(tmp_path: Path) -> None:
     path = tmp_path / "plain.npz"
     np.savez(path, x=x, y=y)
     ds = open_dataset(str(path))
-    assert any("memory-mapped" in note for note in ds.notes), ds.notes
+    assert isinstance(_memmap_npz_member(path, "x.npy"), np.memmap)
+    assert ds.notes == []  # memory-mapping is how it should be: no note for it
     np.testing.assert_array_equal(_read_all(ds), x)
     idx = np.array([29, 0, 7, 7, 13])
     np.testing.assert_array_equal(ds.read(idx), x[idx])
@@ -156,7 +158,7 @@ def test_npz_compressed_still_works(tmp_path: Path) -> None:
     path = tmp_path / "compressed.npz"
     np.savez_compressed(path, x=x, y=y)
     ds = open_dataset(str(path))
-    assert not any("memory-mapped" in note for note in ds.notes), ds.notes
+    assert any("x is compressed, so it was loaded into memory" in note for note in ds.notes), ds.notes
     assert ds.layout == "nhwc" and ds.sample_shape == (3, 32, 32)
     np.testing.assert_array_equal(_read_all(ds), x)
     np.testing.assert_array_equal(ds.labels, y)
@@ -297,7 +299,7 @@ def test_npy_pair_with_labels(tmp_path: Path) -> None:
     assert ds.layout == "nhw" and ds.sample_shape == (1, 28, 28)
     np.testing.assert_array_equal(ds.labels, y)
     np.testing.assert_array_equal(_read_all(ds), x)
-    assert any("memory-mapped" in note for note in ds.notes)
+    assert ds.notes == []
     other = open_dataset(str(tmp_path / "x.npy"), labels=tmp_path / "y.npy")
     assert other.sha256 == ds.sha256
 
@@ -799,6 +801,22 @@ def test_image_folder_channels_follow_most_images(tmp_path: Path) -> None:
     assert ds.sample_shape == (1, 28, 28)
     assert any("3 of 4 images are greyscale and the rest colour" in n for n in ds.notes)
     assert ds.read(np.array([0])).shape == (1, 28, 28)
+
+
+def test_colour_images_fed_to_a_one_channel_model_are_noted(tmp_path: Path) -> None:
+    """A 1-channel model reads colour images as grey: the run says how many were converted."""
+    root = tmp_path / "imgs"
+    for k in range(2):
+        _grey(root / "0" / f"c{k}.png", 100, mode="RGB")
+    _grey(root / "0" / "g.png", 50)
+    ds = open_dataset(str(root), expected_shape=(1, 28, 28))
+    assert ds.sample_shape == (1, 28, 28)
+    assert any("2 of 3 images are colour; converted to greyscale" in n for n in ds.notes), ds.notes
+    grey_only = tmp_path / "grey"
+    _grey(grey_only / "0" / "g.png", 50)
+    assert not any("converted" in n for n in open_dataset(str(grey_only), expected_shape=(1, 28, 28)).notes)
+    rgb_model = open_dataset(str(root), expected_shape=(3, 28, 28))
+    assert any("1 of 3 images are greyscale; converted to RGB" in n for n in rgb_model.notes), rgb_model.notes
 
 
 def test_image_folder_digest_covers_which_class_an_image_is_in(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import xmlschema
@@ -659,3 +660,191 @@ def test_write_junit_is_atomic_and_matches_render(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["gate.xml"]  # no temporary file left behind
     write_junit([], path)
     assert ET.parse(path).getroot().find("testsuite").get("tests") == "0"  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------------------------------
+# eps at the precision it is written with, and printed one way everywhere
+
+
+def _at(result: AuditResult, *eps: float) -> AuditResult:
+    """The fixture with its worst-case rows moved to ``eps``, 0.40, 0.41, ... robust."""
+    base = _row(result, WORST_CASE, 0.1)
+    rows = [dataclasses.replace(base, eps=e, robust_accuracy=0.40 + i / 100) for i, e in enumerate(eps)]
+    return dataclasses.replace(result, rows=rows)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("robust_accuracy@linf:0.0314=0.3", 0.40),  # 8/255 = 0.031372... is 0.0314 to 4 decimals
+        ("robust_accuracy@linf:0.03137=0.3", 0.40),  # as a table with 4 digits used to print it
+        ("robust_accuracy@linf:8/255=0.3", 0.40),
+        ("robust_accuracy@linf:0.0313=0.3", None),  # 0.031372 is not 0.0313 to 4 decimals
+        ("robust_accuracy@linf:0.031372549=0.3", 0.40),  # 9 decimals, and so it is
+        ("robust_accuracy@linf:0.031372548=0.3", None),  # but not this
+    ],
+)
+def test_eps_matches_at_the_precision_written(text: str, value: float | None) -> None:
+    outcome = _one(_at(fixed_result(), 8 / 255), _min(text))
+    assert outcome.value == (None if value is None else pytest.approx(value))
+    assert outcome.passed is (value is not None)
+    if value is not None:  # the message names the row it found, the name keeps the eps as written
+        assert "eps=8/255" in outcome.message and text.split("@")[1].split("=")[0] in outcome.name
+
+
+def test_a_fraction_matches_exactly() -> None:
+    # 8/255 written as a fraction is exact: a run at 0.0314 has no row 8/255
+    outcome = _one(_at(fixed_result(), 0.0314), _min("robust_accuracy@linf:8/255=0.3"))
+    assert not outcome.passed and outcome.value is None
+
+
+def test_an_eps_that_rounds_from_two_rows_is_refused_naming_both() -> None:
+    result = _at(fixed_result(), 0.031, 0.032)
+    outcome = _one(result, _min("robust_accuracy@linf:0.03=0.3"))
+    assert not outcome.passed and outcome.value is None
+    assert "worst-case:linf:0.031 and worst-case:linf:0.032" in outcome.message
+    assert "\n" not in outcome.message
+    # written as a row shows it, the eps picks that row
+    assert _one(result, _min("robust_accuracy@linf:0.032=0.3")).value == pytest.approx(0.41)
+
+
+def test_an_eps_equal_to_a_row_wins_over_one_that_rounds_to_it() -> None:
+    result = _at(fixed_result(), 8 / 255, 0.03)  # 8/255 is also 0.03 to 2 decimals
+    assert _one(result, _min("robust_accuracy@linf:0.03=0.3")).value == pytest.approx(0.41)
+
+
+def test_the_precision_survives_the_configuration_json() -> None:
+    # a run folder saves config.json and --resume reloads it: the gate must pick the same rows
+    from robaudit.config import AuditConfig
+
+    checks = [
+        dataclasses.asdict(_min("robust_accuracy@linf:0.0314=0.3")),  # the CLI's path
+        {"metric": "robust_accuracy", "norm": "linf", "eps": 0.0314, "min": 0.3},  # a profile's float
+        {"metric": "robust_accuracy", "norm": "linf", "eps": "0.10", "min": 0.3},
+        {"metric": "robust_accuracy", "norm": "linf", "eps": "8/255", "min": 0.3},
+    ]
+    config = AuditConfig(model="m.onnx", eps=("8/255",), gate_checks=checks)
+    again = AuditConfig.model_validate_json(config.model_dump_json())
+    assert [c.eps_decimals for c in again.gate.checks] == [4, 4, 2, None]
+    result = _at(fixed_result(), 8 / 255, 0.1)
+    values = [_one(result, Check(**c.model_dump())).value for c in again.gate.checks]
+    assert values == [pytest.approx(0.40), pytest.approx(0.40), pytest.approx(0.41), pytest.approx(0.40)]
+
+
+def test_a_profile_gate_at_the_precision_written() -> None:
+    from robaudit.config.profile import check_runnable, parse_profile
+
+    def profile(eps: str, gate_eps: str) -> str:
+        return (
+            f"version: 1\nthreat: {{eps: [{eps}]}}\n"
+            f"gate: {{checks: [{{metric: robust_accuracy, norm: linf, eps: {gate_eps}, min: 0.5}}]}}\n"
+        )
+
+    check_runnable(parse_profile(profile("8/255", "0.0314"), "p.yaml"), "p.yaml")  # accepted
+    with pytest.raises(
+        UsageError, match=r"^p.yaml: gate.checks\[0\]: eps 0.03 matches linf eps 0.031 and 0.032"
+    ):
+        check_runnable(parse_profile(profile("0.031, 0.032", "0.03"), "p.yaml"), "p.yaml")
+    with pytest.raises(UsageError, match="runs linf at eps 8/255 .it runs linf 0.0314"):
+        check_runnable(parse_profile(profile("0.0314", "8/255"), "p.yaml"), "p.yaml")
+
+
+def test_eps_is_printed_the_same_way_in_every_report_and_message() -> None:
+    import io
+
+    from rich.console import Console
+
+    from robaudit.report.html import render_html
+    from robaudit.report.markdown import render_markdown
+    from robaudit.report.terminal import render, render_gate
+
+    base = fixed_result()
+    rows = [dataclasses.replace(r, eps=8 / 255) for r in base.rows if r.eps == 0.1]
+    result = dataclasses.replace(base, rows=rows, settings={**base.settings, "eps": [8 / 255]}, radius=[])
+    outcomes = evaluate_checks(result, [_min("robust_accuracy@linf:8/255=0.9")])
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=200, color_system=None)
+    render(result, console)
+    render_gate(outcomes, console)
+    texts = {
+        "terminal": buffer.getvalue(),
+        "markdown": render_markdown(result),
+        "html": render_html(result),
+        "gate": outcomes[0].message,
+    }
+    for name, text in texts.items():
+        assert "8/255" in text, name
+        for other in ("0.03137", "0.0313725", "0.0314"):
+            assert other not in text, (name, other)
+
+
+# --------------------------------------------------------------------------------------------------
+# before the audit: a check on a row the run will not have, a baseline of other attack settings
+
+
+def _config(**kwargs: object) -> object:
+    from robaudit.config import AuditConfig
+
+    return AuditConfig(model="m.onnx", **kwargs)
+
+
+def test_precheck_refuses_a_row_the_run_will_not_have() -> None:
+    from robaudit.audit.precheck import precheck_gate
+
+    config = _config(
+        attacks=("fgsm",),
+        eps=(0.1,),
+        gate_checks=[dataclasses.asdict(_min("robust_accuracy@pgd:linf:0.3=0.5"))],
+    )
+    with pytest.raises(UsageError) as refused:
+        precheck_gate(config)  # type: ignore[arg-type]
+    message = str(refused.value)
+    assert "no row pgd:linf:0.3" in message and "fgsm:linf:0.1, worst-case:linf:0.1" in message
+    assert "\n" not in message
+    for fine in ("robust_accuracy@fgsm:linf:0.1=0.5", "robust_accuracy@linf:0.1=0.5", "clean_accuracy=0.5"):
+        precheck_gate(_config(attacks=("fgsm",), eps=(0.1,), gate_checks=[dataclasses.asdict(_min(fine))]))  # type: ignore[arg-type]
+
+
+def test_precheck_names_rows_as_the_built_attacks_do() -> None:
+    from robaudit.audit.precheck import precheck_gate
+
+    def config(text: str) -> object:
+        check = dataclasses.asdict(_min(text))
+        return _config(attacks=[{"name": "pgd", "loss": "dlr"}], eps=(8 / 255,), gate_checks=[check])
+
+    precheck_gate(config("robust_accuracy@pgd-dlr:linf:0.0314=0.5"))  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="no row pgd:linf:0.0314 .*pgd-dlr:linf:8/255"):
+        precheck_gate(config("robust_accuracy@pgd:linf:0.0314=0.5"))  # type: ignore[arg-type]
+
+
+def test_precheck_refuses_an_ambiguous_eps() -> None:
+    from robaudit.audit.precheck import precheck_gate
+
+    check = dataclasses.asdict(_min("robust_accuracy@linf:0.03=0.5"))
+    with pytest.raises(UsageError, match="worst-case:linf:0.031 and worst-case:linf:0.032"):
+        precheck_gate(_config(eps=(0.031, 0.032), gate_checks=[check]))  # type: ignore[arg-type]
+
+
+def test_precheck_refuses_a_baseline_of_other_attack_settings() -> None:
+    from robaudit.audit.attack_plan import plan_settings
+    from robaudit.audit.precheck import possible_plans, precheck_gate
+    from robaudit.gate import BaselineNotComparable
+
+    def baseline_of(config: Any, plan: int = 0) -> AuditResult:
+        settings = {**plan_settings(config, possible_plans(config)[plan]), "target": "none", "seed": 0}
+        return dataclasses.replace(fixed_result(), settings=settings)
+
+    ran = _config(attacks=("fgsm", "pgd"), eps=(0.1,), steps=10)
+    precheck_gate(ran, baseline_of(ran))  # type: ignore[arg-type]
+    fewer_steps = _config(attacks=("fgsm", "pgd"), eps=(0.1,), steps=5)
+    with pytest.raises(BaselineNotComparable, match=r"settings.pgd.steps 10 -> 5") as refused:
+        precheck_gate(fewer_steps, baseline_of(ran))  # type: ignore[arg-type]
+    assert refused.value.exit_code == ExitCode.INPUT_ERROR and "--allow-mismatch" in str(refused.value)
+    with pytest.raises(BaselineNotComparable, match=r"settings.eps \[0.1\] -> \[0.2\]"):
+        precheck_gate(_config(attacks=("fgsm", "pgd"), eps=(0.2,), steps=10), baseline_of(ran))  # type: ignore[arg-type]
+    allowed = _config(attacks=("fgsm", "pgd"), eps=(0.1,), steps=5, allow_mismatch=True, baseline="b.json")
+    precheck_gate(allowed, baseline_of(ran))  # type: ignore[arg-type]
+    # a model without gradients runs only one-pixel: its baseline is like for like with the same run
+    mixed = _config(attacks=("fgsm", "onepixel"), eps=(0.1,))
+    assert baseline_of(mixed, 1).settings["attacks"] == ["onepixel"]
+    precheck_gate(mixed, baseline_of(mixed, 1))  # type: ignore[arg-type]

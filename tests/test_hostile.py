@@ -305,6 +305,10 @@ def output_under_a_file(tmp: Path) -> list[object]:
     return [CNN, "--data", HOLDOUT, "--markdown", tmp / "file" / "summary.md"]
 
 
+def output_two_folders_deep_into_nothing(tmp: Path) -> list[object]:
+    return [CNN, "--data", HOLDOUT, "--html", tmp / "nonexistent" / "dir" / "report.html"]
+
+
 def output_over_the_model(tmp: Path) -> list[object]:
     model = tmp / "model.onnx"
     model.write_bytes(CNN.read_bytes())
@@ -375,6 +379,7 @@ CATALOGUE: list[tuple[Callable[[Path], list[object]], int, list[str]]] = [
     (profile_python_tag, 2, ["p.yaml", "not valid YAML"]),
     (output_is_folder, 2, ["--html", "is a folder"]),
     (output_under_a_file, 2, ["--markdown", "cannot write there"]),
+    (output_two_folders_deep_into_nothing, 2, ["--html", "nonexistent does not exist", "create it first"]),
     (output_over_the_model, 2, ["--html", "model.onnx", "is also the model file"]),
     (output_over_the_data, 2, ["--markdown", "is also the data"]),
     (two_outputs_one_file, 2, ["--markdown", "is also the --html output"]),

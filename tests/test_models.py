@@ -200,6 +200,49 @@ def test_pickled_module_refused_without_trust(exports: dict[str, Path], holdout_
     torch.testing.assert_close(adapter.logits(holdout_x).detach(), small_cnn()(holdout_x))
 
 
+MYNET = """
+import torch
+
+
+class SmallCNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
+
+def test_arch_and_a_trusted_pickle_import_from_the_current_folder_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, holdout_x: torch.Tensor
+) -> None:
+    """``--arch mynet:SmallCNN`` and a pickled ``mynet.SmallCNN`` both find mynet.py in the current folder."""
+    import subprocess
+    import sys
+
+    (tmp_path / "mynet.py").write_text(MYNET, encoding="utf-8")
+    saver = "import torch, mynet; m = mynet.SmallCNN(); torch.save(m, 'net.pt'); torch.save(m.state_dict(), 'sd.pt')"
+    subprocess.run([sys.executable, "-c", saver], cwd=tmp_path, check=True)  # noqa: S603
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not beside mynet.py: neither way finds it
+    with pytest.raises(InputError, match="No module named 'mynet'.*current folder"):
+        load_model(AuditConfig(model=tmp_path / "net.pt", trust_model=True), CPU)
+    with pytest.raises(UsageError, match="cannot import mynet"):
+        load_model(AuditConfig(model=tmp_path / "sd.pt", arch="mynet:SmallCNN"), CPU)
+    monkeypatch.chdir(tmp_path)
+    path_before = list(sys.path)
+    _, pickled = bind(tmp_path / "net.pt", holdout_x, trust_model=True)
+    sys.modules.pop("mynet", None)
+    _, built = bind(tmp_path / "sd.pt", holdout_x, arch="mynet:SmallCNN")
+    logits = pickled.logits(holdout_x).detach()
+    assert logits.shape == (len(holdout_x), 10)
+    torch.testing.assert_close(built.logits(holdout_x).detach(), logits)
+    assert sys.path == path_before  # the current folder was importable for the imports only
+    sys.modules.pop("mynet", None)
+
+
 def test_every_torch_load_sets_weights_only() -> None:
     calls = []
     for path in (REPO / "robaudit").rglob("*.py"):

@@ -7,6 +7,7 @@ flags comes from the wrapper: rounding the input (gradient masking), scaling the
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from torch import nn
 
 from robaudit.api import run_audit
 from robaudit.attacks.pgd import PGD
+from robaudit.checks.probes import PROBE_SAMPLES
 from robaudit.config import AuditConfig
 from sample_models.lenet import LeNet
 from tests.conftest import HOLDOUT, SAMPLES, small_cnn
@@ -123,6 +125,15 @@ def test_an_overshooting_step_is_caught_as_silent_success() -> None:
     )
     flag = next(f for f in result.flags if f.code == "silent-success")
     assert "robaudit kept the earlier iterate" in flag.message
+    found = re.search(r"(\d+) of (\d+) probed samples were adversarial at an earlier", flag.message)
+    assert found is not None, flag.message
+    lost, probed = int(found[1]), int(found[2])
+    # Every clean-correct sample is probed (fewer than the 100-sample cap), and the flag counts some of
+    # them; the audit's PGD row, which keeps the earlier iterate, counts at least as many fooled.
+    assert probed == min(PROBE_SAMPLES, result.n_clean_correct)
+    assert 0 < lost <= probed
+    pgd_row = next(r for r in result.rows if r.attack == "pgd")
+    assert result.n_clean_correct - pgd_row.n_robust >= lost
 
 
 def test_random_search_beating_pgd_is_caught() -> None:

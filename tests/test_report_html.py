@@ -286,6 +286,16 @@ def test_run_metadata(page: Node) -> None:
     assert [float(v.split()[0]) for _, v in timings] == [1.5, 0.2, 12.0]
 
 
+def test_settings_show_an_attacks_own_settings_not_its_internal_knobs() -> None:
+    """The JSON keeps every field PGD ran with; the page shows the ones a user sets (--steps, ...)."""
+    result = fixed_result()
+    ran_with = {**result.settings["pgd"], "lagged": None, "early_stop": True, "min_margin": 0.0}
+    html = render_html(dataclasses.replace(result, settings={**result.settings, "pgd": ran_with}))
+    settings = dict(_kv(parse(html).by_id("settings")))
+    assert settings["pgd"] == "steps=40, rel_step_size=2.5, restarts=1, loss=ce"
+    assert settings["seed"] == "7"  # the run's own settings are all there
+
+
 def _kv(table: Node) -> list[tuple[str, str]]:
     """The (header, value) pairs of a two-column table."""
     pairs = []

@@ -213,6 +213,7 @@ COUNT_KEYS = {
     "n_clean_correct",
     "n_total",
     "n_evaluated",
+    "n_requested",
     "n_samples",
     "n_robust",
     "n_fooled_by_attack",
@@ -327,3 +328,12 @@ def test_real_run_invariants(real_run: tuple[str, AuditResult]) -> None:
     for example in result.gallery:
         assert (example.norm, example.eps) in threats
         assert example.label == example.clean_pred != example.adv_pred
+
+
+def test_the_atomic_writer_creates_a_missing_last_folder_only(tmp_path: Path) -> None:
+    payload = fixed_result().to_dict()
+    with pytest.raises(FileNotFoundError, match="only a missing last folder"):
+        write_json_atomic(tmp_path / "a" / "b" / "r.json", payload)
+    assert not (tmp_path / "a").exists()
+    write_json_atomic(tmp_path / "a" / "r.json", payload)
+    assert json.loads((tmp_path / "a" / "r.json").read_text(encoding="utf-8")) == payload

@@ -32,6 +32,7 @@ def test_fgsm_accuracy_curve_has_the_published_shape() -> None:
     assert drops[0] < 0.10  # like the tutorial's 3.8 points: FGSM at 0.05 barely hurts
     steepest = max(range(len(drops)), key=drops.__getitem__)
     assert steepest in (1, 2, 3)  # the fall is steepest between 0.1 and 0.2 (tutorial: 0.15 -> 0.2)
-    assert max(range(len(published_drops)), key=published_drops.__getitem__) in (1, 2, 3)
+    published_steepest = max(range(len(published_drops)), key=published_drops.__getitem__)
+    assert abs(steepest - published_steepest) <= 1  # within one eps step of the tutorial's steepest fall
     robust_error_025 = 1 - acc[EPS.index(0.25)]
     assert robust_error_025 > 0.75  # tutorial: 79.2% of the test set misclassified at 0.25

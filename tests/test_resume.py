@@ -52,14 +52,16 @@ def test_sigterm_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path)
         assert time.monotonic() < deadline, "no batch finished in time"
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=120)
+    out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "interrupted; wrote a partial report marked incomplete" in err and f"--resume {run_dir}" in err
     partial = json.loads(interrupted_json.read_text(encoding="utf-8"))
     finished = len(list(run_dir.glob("batch-*.npz")))
     assert partial["complete"] is False and 2 <= finished < 10
-    assert partial["data"]["n_evaluated"] == 400
-    assert partial["rows"][0]["n_samples"] == 40 * finished  # the figures cover the finished batches only
+    assert partial["data"]["n_requested"] == 400
+    # the figures cover the finished batches only
+    assert partial["rows"][0]["n_samples"] == partial["data"]["n_evaluated"] == 40 * finished
+    assert f"INCOMPLETE: {40 * finished} of 400 samples evaluated" in out
     assert partial["notes"][0].startswith("INCOMPLETE: interrupted after")
 
     resumed = CliRunner().invoke(app, ["scan", "--resume", str(run_dir)])
@@ -80,6 +82,14 @@ def test_resume_takes_no_other_settings(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "takes no other settings" in result.output
     result = CliRunner().invoke(app, ["scan", "--resume", str(tmp_path / "none")])
     assert result.exit_code == 3 and "no config.json there" in result.output
+
+
+def test_resume_with_a_model_argument_names_the_argument(tmp_path: Path) -> None:
+    model = str(SAMPLES / "mnist_cnn.pt")
+    result = CliRunner().invoke(app, ["scan", "--resume", str(tmp_path), model])
+    assert result.exit_code == 2 and "(got MODEL)" in result.output, result.output
+    result = CliRunner().invoke(app, ["scan", "--resume", str(tmp_path), "--no-checks"])
+    assert result.exit_code == 2 and "(got --no-checks)" in result.output, result.output
 
 
 def test_a_run_with_auto_batch_size_saves_the_batch_it_chose(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,11 @@ from torch import nn
 from robaudit.api import run_audit
 from robaudit.attacks import build_attack
 from robaudit.attacks.rng import sample_seeds
-from robaudit.audit.plan import plan_cascade
+from robaudit.audit.plan import Stage, plan_cascade
+from robaudit.audit.preparation import prepare
+from robaudit.audit.runner import evaluate
 from robaudit.audit.shard import choose_targets
+from robaudit.audit.summary import attack_rows
 from robaudit.config import AuditConfig
 from robaudit.errors import UsageError
 from robaudit.results import WORST_CASE
@@ -52,6 +56,30 @@ def own_label_npz(tmp_path_factory: pytest.TempPathFactory, fragile: nn.Module) 
 # --- invariants, property-based ------------------------------------------------------------------
 
 
+def worst_case_masks(
+    module: nn.Module, data: Path, stages: list[Stage] | None = None, seed: int = 0, **settings: object
+) -> dict[tuple[str, float], np.ndarray]:
+    """Each threat model's worst-case fooled mask, sample by sample, through the runner and the summary."""
+    prepared = prepare(
+        AuditConfig(model=Path("in-memory"), data=str(data), seed=seed, **settings), module=module
+    )  # type: ignore[arg-type]
+    try:
+        stages = prepared.stages if stages is None else stages
+        records = evaluate(
+            prepared.adapter,
+            prepared.dataset,
+            prepared.indices,
+            stages,
+            batch_size=16,
+            seed=seed,
+            data_range=(0.0, 1.0),
+        )
+    finally:
+        prepared.restore()
+    _, masks = attack_rows(records, stages, "torch", prepared.adapter.num_classes)
+    return masks
+
+
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     eps=st.lists(st.sampled_from([0.0, 0.01, 0.03, 0.06, 0.1]), min_size=1, max_size=3, unique=True),
@@ -77,8 +105,52 @@ def test_cascade_invariants(
     for small, large in zip(ordered, ordered[1:], strict=False):
         assert worst_both[large] <= worst_both[small]  # a larger eps never raises the worst case
         assert worst_fgsm[large] <= worst_fgsm[small]
+    # The cascade is at least as strong as its strongest single attack, sample by sample: every sample
+    # that FGSM alone or PGD alone fools, the cascade fools too.
+    masks = {
+        attacks: worst_case_masks(
+            fragile, own_label_npz, attacks=attacks, norms=(norm,), eps=eps_t, seed=seed, steps=3
+        )
+        for attacks in (("fgsm",), ("pgd",), ("fgsm", "pgd"))
+    }
     for e in eps_t:
+        cascade = masks[("fgsm", "pgd")][(norm, e)]
+        for single in (("fgsm",), ("pgd",)):
+            alone = masks[single][(norm, e)]
+            assert not (alone & ~cascade).any(), (single, e, np.flatnonzero(alone & ~cascade))
         assert worst_both[e] <= worst_fgsm[e]  # adding an attack never raises the worst case
+
+
+@dataclass(frozen=True)
+class SmallestEpsOnly:
+    """FGSM at the smallest eps of the run, and no change at all at any larger eps or under L2: an
+    attack that does not get stronger as eps grows."""
+
+    smallest: float
+    name: str = "smallest-eps-only"
+    needs_gradients = True
+    cost_rank = 0
+    norms = ("linf", "l2")
+
+    def __call__(self, model, x, y, *, eps, norm, seeds, targets=None):  # type: ignore[no-untyped-def]
+        if norm == "linf" and eps == self.smallest:
+            return build_attack("fgsm")(model, x, y, eps=eps, norm=norm, seeds=seeds, targets=targets)
+        return x.clone()
+
+
+def test_a_sample_fooled_at_a_smaller_eps_counts_as_fooled_at_every_larger_eps_of_its_norm(
+    fragile: nn.Module, own_label_npz: Path
+) -> None:
+    eps = (0.05, 0.1, 0.2)
+    stages = plan_cascade([SmallestEpsOnly(0.05)], ["linf", "l2"], eps, pixels=1)  # type: ignore[list-item]
+    masks = worst_case_masks(fragile, own_label_npz, stages=stages)
+    fooled_small = masks[("linf", 0.05)]
+    assert 0 < fooled_small.sum() < len(fooled_small)  # the attack fools some samples at 0.05, not all
+    for e in eps[1:]:
+        # The attack alone fools nobody at 0.1 or 0.2; the worst case still holds every 0.05 success.
+        assert np.array_equal(masks[("linf", e)], fooled_small), e
+    for e in eps:
+        assert not masks[("l2", e)].any()  # carried within a norm, never across norms
 
 
 def test_robust_requires_clean_correct(fragile: nn.Module, own_label_npz: Path) -> None:
@@ -86,6 +158,22 @@ def test_robust_requires_clean_correct(fragile: nn.Module, own_label_npz: Path) 
     result = audit(fragile, own_label_npz, attacks=("fgsm",), eps=(0.0,))
     assert result.clean_accuracy == pytest.approx(36 / 40)  # type: ignore[attr-defined]
     assert result.rows[0].n_robust == 36  # type: ignore[attr-defined]
+
+
+def test_a_limit_past_the_dataset_says_it_ran_them_all(fragile: nn.Module, own_label_npz: Path) -> None:
+    result = audit(fragile, own_label_npz, attacks=("fgsm",), eps=(0.0,), limit=5000)
+    assert result.data.n_evaluated == 40  # type: ignore[attr-defined]
+    assert f"--limit 5000: {own_label_npz} holds only 40 images, so all 40 were evaluated" in result.notes  # type: ignore[attr-defined]
+    within = audit(fragile, own_label_npz, attacks=("fgsm",), eps=(0.0,), limit=40)
+    assert not any(n.startswith("--limit") for n in within.notes)  # type: ignore[attr-defined]
+
+
+def test_the_bundled_mnist_note_says_it_holds_the_sample_models_training_images() -> None:
+    result = run_audit(AuditConfig(model=SAMPLES / "mnist_cnn.pt", attacks=("fgsm",), eps=(0.0,), limit=10))
+    note = result.notes[0]
+    assert note.startswith("no --data given: evaluated on the bundled MNIST test set"), result.notes
+    assert "training images of robaudit's sample models (0-7999)" in note
+    assert "--data sample_models/mnist_holdout.npz" in note
 
 
 def test_plan_orders_attacks_by_cost_and_gives_onepixel_its_own_threat_model() -> None:

@@ -32,6 +32,19 @@ def threat_overrides(config: AuditConfig, attacks: list[Attack]) -> dict[str, tu
     return {a.name: (entry.norms, entry.eps) for a, entry in zip(attacks, config.attacks, strict=True)}
 
 
+def plan_settings(config: AuditConfig, stages: list[Stage]) -> dict[str, object]:
+    """What a result's settings record of the plan: the attacks with their settings and the threat
+    models (a baseline compares these, before the audit from the configuration and after it)."""
+    return {
+        "attacks": attack_names(stages),
+        **attack_settings(stages),
+        "attack_kwargs": attack_kwargs(config),
+        "threat_models": [st.threat.describe() for st in stages],
+        "norms": list(dict.fromkeys(st.threat.norm for st in stages if st.threat.norm != "l0")),
+        "eps": sorted({st.threat.eps for st in stages if st.threat.norm != "l0"}),
+    }
+
+
 def attack_names(stages: list[Stage]) -> list[str]:
     return list(dict.fromkeys(a.name for st in stages for a in st.attacks))
 

@@ -10,7 +10,7 @@ import torch
 
 from robaudit import __version__
 from robaudit.allocator import malloc_setting
-from robaudit.audit.attack_plan import attack_kwargs, attack_names, attack_settings
+from robaudit.audit.attack_plan import plan_settings
 from robaudit.results import DataInfo, ModelInfo
 
 if TYPE_CHECKING:
@@ -63,7 +63,9 @@ def model_info(
     )
 
 
-def data_info(config: AuditConfig, prepared: Prepared) -> DataInfo:
+def data_info(config: AuditConfig, prepared: Prepared, records: SampleRecords) -> DataInfo:
+    """``n_evaluated`` counts the samples whose batches finished (fewer than ``n_requested`` when the
+    run was interrupted), so that every figure of the result has the same denominator."""
     dataset, indices = prepared.dataset, prepared.indices
     subset = "all" if len(indices) == len(dataset) else f"seeded stratified subset, seed {config.run.seed}"
     return DataInfo(
@@ -71,20 +73,16 @@ def data_info(config: AuditConfig, prepared: Prepared) -> DataInfo:
         description=dataset.description,
         sha256=dataset.sha256,
         n_total=len(dataset),
-        n_evaluated=len(indices),
+        n_evaluated=len(records.labels),
         subset=subset,
+        n_requested=len(indices),
     )
 
 
 def run_settings(config: AuditConfig, prepared: Prepared, records: SampleRecords) -> dict[str, object]:
     stages = prepared.stages
     return {
-        "attacks": attack_names(stages),
-        **attack_settings(stages),
-        "attack_kwargs": attack_kwargs(config),
-        "threat_models": [st.threat.describe() for st in stages],
-        "norms": list(dict.fromkeys(st.threat.norm for st in stages if st.threat.norm != "l0")),
-        "eps": sorted({st.threat.eps for st in stages if st.threat.norm != "l0"}),
+        **plan_settings(config, stages),
         "eps_scale": "[0, 1] (the data's pixel range mapped to [0, 1])",
         "target": config.threat.target,
         "input_range": list(config.preprocessing.input_range),
@@ -98,5 +96,6 @@ def run_settings(config: AuditConfig, prepared: Prepared, records: SampleRecords
         "resize": list(config.data.resize) if config.data.resize else None,
         "tf32": config.run.tf32,
         "batch_size_used": records.batch_size_used,
+        "gallery_size": config.reports.gallery_size,
         "device": str(prepared.adapter.device),
     }

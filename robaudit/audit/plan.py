@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from robaudit.attacks.base import Attack
 from robaudit.attacks.registry import cost_rank
+from robaudit.report.eps import eps_text
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ThreatModel:
         if self.norm == "l0":
             n = int(self.eps)
             return f"l0 {n} pixel{'s' if n != 1 else ''}"
-        return f"{self.norm} eps={self.eps:g}"
+        return f"{self.norm} eps={eps_text(self.norm, self.eps)}"
 
 
 @dataclass(frozen=True)

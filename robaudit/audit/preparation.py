@@ -94,7 +94,12 @@ def _prepare_with(
     timings["load_seconds"] = round(time.perf_counter() - start, 4)
 
     if data_spec == MNIST_NAME and config.data.path is None:
-        notes.insert(0, "no --data given: evaluated on the bundled MNIST test set")
+        notes.insert(
+            0,
+            "no --data given: evaluated on the bundled MNIST test set, which holds the training images of "
+            "robaudit's sample models (0-7999); audit those on their holdout set, --data "
+            "sample_models/mnist_holdout.npz",
+        )
     attacks = _runnable_attacks(config, adapter, attacks, notes)
     if (
         config.threat.target not in ("none", "random", "least-likely")
@@ -125,6 +130,11 @@ def _open_data(config: AuditConfig, handle: ModelHandle) -> tuple[Dataset, str, 
     indices = np.arange(len(dataset))
     if config.data.limit is not None:
         indices = stratified_subset(dataset.labels, config.data.limit, config.run.seed)
+        if config.data.limit > len(dataset):
+            dataset.notes.append(
+                f"--limit {config.data.limit}: {dataset.path} holds only {len(dataset)} images, so all "
+                f"{len(dataset)} were evaluated"
+            )
     if len(indices) == 0:
         raise InputError(f"{dataset.path}: the dataset is empty; give at least one labelled image")
     return dataset, data_spec, indices

@@ -81,8 +81,9 @@ class SampleRecords:
     batch_size_used: int = 0  # the smallest batch the run fell back to after running out of memory
     completed: int = 0  # rows whose shards finished (all of them unless interrupted)
     interrupted: bool = False
-    # Per threat model (norm, eps): the first few successes for the report's gallery, and (when asked)
-    # every success, as {row: (attack name, x, x_adv)} with images (C, H, W) on [0, 1].
+    # Per threat model (norm, eps): the first few successes of each attack (the one the cascade credits)
+    # for the report's gallery, and (when asked) every success, as {row: (attack name, x, x_adv)} with
+    # images (C, H, W) on [0, 1].
     examples: dict[Threat, dict[int, tuple[str, np.ndarray, np.ndarray]]] = field(default_factory=dict)
     saved: dict[Threat, dict[int, tuple[str, np.ndarray]]] = field(default_factory=dict)
     clean_seconds: float = 0.0
@@ -116,9 +117,9 @@ class SampleRecords:
 def merge_shards(parts: Sequence[SampleRecords], layout: RecordLayout, gallery_size: int) -> SampleRecords:
     """The shards' rows in position order, as one set of records.
 
-    Errors keep the first shard's message per attack; the gallery takes each threat model's examples
-    shard by shard until ``gallery_size`` are in, which is the first successes in processing order;
-    seconds add up; ``batch_size_used`` is the smallest of the shards'.
+    Errors keep the first shard's message per attack; the gallery takes each attack's examples per
+    threat model shard by shard until ``gallery_size`` of that attack are in, which is its first
+    successes in position order; seconds add up; ``batch_size_used`` is the smallest of the shards'.
     """
     parts = sorted(parts, key=lambda p: int(p.positions[0]) if len(p.positions) else -1)
     if not parts:
@@ -143,14 +144,16 @@ def merge_shards(parts: Sequence[SampleRecords], layout: RecordLayout, gallery_s
         clean_seconds=sum(p.clean_seconds for p in parts),
     )
     offset = 0
+    kept: dict[tuple[Threat, str], int] = {}  # examples in the gallery per threat model and attack
     for part in parts:
         for key, message in part.errors.items():
             merged.errors.setdefault(key, message)
         for threat in layout.threats:
             gallery = merged.examples[threat]
-            for row, example in part.examples[threat].items():
-                if len(gallery) < gallery_size:
+            for row, example in sorted(part.examples[threat].items()):
+                if kept.get((threat, example[0]), 0) < gallery_size:
                     gallery[offset + row] = example
+                    kept[(threat, example[0])] = kept.get((threat, example[0]), 0) + 1
             merged.saved[threat].update({offset + row: v for row, v in part.saved[threat].items()})
         offset += len(part.positions)
     return merged

@@ -8,7 +8,7 @@ same for one process as for many.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 
 class ProgressSink(Protocol):
-    """Where the runner reports progress; the terminal reporter implements it with Rich."""
+    """Where the runner reports progress (the CLI: a Rich bar on a terminal, plain lines otherwise).
+
+    The runner adds one task, the run's samples, and advances it as each shard finishes. A sink may also
+    have ``stage(description)``, called as the clean pass or an attack starts on a shard ("pgd linf
+    eps=0.1"); the runner calls it only where the sink has it, so a sink without it still works.
+    """
 
     def add_task(self, description: str, total: int) -> int: ...
 
@@ -38,6 +43,9 @@ class NullProgress:
     def advance(self, task: int, n: int) -> None:
         return None
 
+    def stage(self, description: str) -> None:
+        return None
+
 
 def shard_grid(n: int, batch_size: int) -> list[np.ndarray]:
     """The positions of each shard of an ``n``-sample run: consecutive runs of ``batch_size``."""
@@ -45,20 +53,17 @@ def shard_grid(n: int, batch_size: int) -> list[np.ndarray]:
 
 
 class _Bars:
-    """One progress bar for the clean pass and one per (attack, threat model), over all samples."""
+    """One task over all samples: a shard runs the clean pass and every attack on its samples, so the
+    samples done are the one honest measure of the run's progress. What runs now goes to ``stage``."""
 
-    def __init__(self, sink: ProgressSink, n: int, stages: Sequence[Stage]) -> None:
+    def __init__(self, sink: ProgressSink, n: int) -> None:
         self.sink = sink
-        self.clean = sink.add_task("clean", n)
-        self.attacks = [
-            sink.add_task(f"{a.name} {st.threat.describe()}", n) for st in stages for a in st.attacks
-        ]
+        self.samples = sink.add_task("samples", n)
+        self.stage: Callable[[str], None] | None = getattr(sink, "stage", None)
 
     def finished(self, n: int) -> None:
         """A shard of ``n`` samples is done: only then, so a shard retried in halves is not counted twice."""
-        self.sink.advance(self.clean, n)
-        for task in self.attacks:
-            self.sink.advance(task, n)
+        self.sink.advance(self.samples, n)
 
 
 def run_shards(
@@ -76,7 +81,7 @@ def run_shards(
     Shards saved in ``run_dir`` are loaded rather than run; each one run is saved there as it finishes.
     Ctrl-C ends the run: the records then cover the shards that finished, with ``interrupted`` set.
     """
-    bars = _Bars(progress or NullProgress(), len(indices), stages)
+    bars = _Bars(progress or NullProgress(), len(indices))
     layout = RecordLayout.of(stages, targeted=settings.target != "none")
     done: list[SampleRecords] = []
     failed: dict[RecordKey, str] = {}  # an attack that failed on one shard is not run on the later ones
@@ -91,7 +96,7 @@ def run_shards(
             shard = (
                 loaded
                 if loaded is not None
-                else run_shard(adapter, dataset, stages, settings, positions, idx, failed)
+                else run_shard(adapter, dataset, stages, settings, positions, idx, failed, bars.stage)
             )
             bars.finished(len(positions))
             if run_dir is not None and loaded is None:

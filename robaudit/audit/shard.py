@@ -12,7 +12,7 @@ an explicit raise, and predictions are recomputed on the reference runtime, neve
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -43,7 +43,7 @@ class ShardSettings:
     data_range: tuple[float, float]
     batch_size: int  # the shards' size; an out-of-memory error names it
     target: str = "none"  # none | random | least-likely | a class index
-    gallery_size: int = 4  # successes per threat model copied off the device for the report
+    gallery_size: int = 4  # successes per attack and threat model copied off the device for the report
     keep_adversarial: bool = False  # copy every success (--save-adversarial)
 
     @classmethod
@@ -84,11 +84,13 @@ def run_shard(
     positions: np.ndarray,
     indices: np.ndarray,
     failed: Collection[RecordKey] = (),
+    on_stage: Callable[[str], None] | None = None,
 ) -> SampleRecords:
     """The records of samples ``indices`` (at ``positions`` in the run's order), rows in that order.
 
     ``failed``: attacks that already failed on an earlier shard; they are not run again, and count for
     nothing here either. The records' ``errors`` are the attacks that failed on this shard.
+    ``on_stage``: told what starts running ("clean", "pgd linf eps=0.1"), for progress reports.
     """
     batch = _Batch(
         positions,
@@ -97,9 +99,13 @@ def run_shard(
         dataset.labels[indices].astype(np.int64),
     )
     errors = dict.fromkeys(failed, "")
-    records = _halve_on_oom(adapter, stages, settings, batch, errors)
+    records = _halve_on_oom(adapter, stages, settings, batch, errors, on_stage or _silent)
     records.errors = {key: message for key, message in errors.items() if key not in failed}
     return records
+
+
+def _silent(description: str) -> None:
+    return None
 
 
 def _halve_on_oom(
@@ -108,11 +114,12 @@ def _halve_on_oom(
     settings: ShardSettings,
     batch: _Batch,
     errors: dict[RecordKey, str],
+    on_stage: Callable[[str], None],
 ) -> SampleRecords:
     """Run a batch; out of memory, run it again in halves, down to single samples. Per-sample seeds
     make the halves give exactly the results the whole batch would have."""
     try:
-        return _run_batch(adapter, stages, settings, batch, errors)
+        return _run_batch(adapter, stages, settings, batch, errors, on_stage)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
@@ -128,7 +135,7 @@ def _halve_on_oom(
         torch.cuda.empty_cache()
     half = len(batch.positions) // 2
     head, tail = batch.split(half)
-    parts = [_halve_on_oom(adapter, stages, settings, part, errors) for part in (head, tail)]
+    parts = [_halve_on_oom(adapter, stages, settings, part, errors, on_stage) for part in (head, tail)]
     merged = merge_shards(parts, _layout(stages, settings), settings.gallery_size)
     merged.batch_size_used = min(merged.batch_size_used, half)
     return merged
@@ -176,6 +183,7 @@ def _run_batch(
     settings: ShardSettings,
     batch: _Batch,
     errors: dict[RecordKey, str],
+    on_stage: Callable[[str], None],
 ) -> SampleRecords:
     """Clean pass and every stage's cascade for one batch, in one go.
 
@@ -187,6 +195,7 @@ def _run_batch(
     records = SampleRecords.blank(
         _layout(stages, settings), batch.positions, batch.indices, batch.y, settings.batch_size
     )
+    on_stage("clean")
     inputs = _clean_pass(adapter, settings, batch, records)
     for stage in stages:
         cascade = _Cascade(
@@ -201,6 +210,7 @@ def _run_batch(
             start = time.perf_counter()
             active = torch.nonzero(cascade.robust).flatten()
             if active.numel() and key not in errors:
+                on_stage(f"{attack.name} {stage.threat.describe()}")
                 _attack_active(adapter, attack, stage, inputs, active, cascade, records, settings, errors)
             rec = records.adversarial[key]
             cascade.write(rec, records.targets)
@@ -374,16 +384,17 @@ def _keep_examples(
     gallery_size: int,
     keep_all: bool,
 ) -> None:
-    """Copy newly fooled samples' images off the device: a few for the gallery, all when asked."""
+    """Copy newly fooled samples' images off the device: the attack's first few for the gallery (up to
+    ``gallery_size`` per attack and threat model), all when asked."""
     gallery = records.examples[threat]
-    room = max(0, gallery_size - len(gallery))
+    room = max(0, gallery_size - sum(1 for kept in gallery.values() if kept[0] == attack))
     if not (room or keep_all) or len(rows) == 0:
         return
     take = len(rows) if keep_all else min(room, len(rows))
     xs = x[:take].detach().float().cpu().numpy()
     advs = x_adv[:take].detach().float().cpu().numpy()
     for i, row in enumerate(rows[:take].tolist()):
-        if len(gallery) < gallery_size:
+        if i < room:
             gallery[row] = (attack, xs[i], advs[i])
         if keep_all:
             records.saved[threat][row] = (attack, advs[i])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from robaudit.report.eps import eps_text
 from robaudit.results import WORST_CASE, AuditResult, Flag
 
 if TYPE_CHECKING:  # the results-only checks stay free of torch
@@ -49,7 +50,7 @@ def runtime_transfer(result: AuditResult) -> list[Flag]:
                 Flag(
                     code="runtime-transfer",
                     message=(
-                        f"{row.attack} {row.norm} eps={row.eps:g}: {row.n_fooled_converted} samples fooled on the "
+                        f"{row.attack} {row.norm} eps={eps_text(row.norm, row.eps)}: {row.n_fooled_converted} samples fooled on the "
                         f"converted graph, {confirmed} on ONNX Runtime"
                     ),
                     advice=(
@@ -75,7 +76,7 @@ def eps_monotonicity(result: AuditResult) -> list[Flag]:
                         code="eps-monotonicity",
                         message=(
                             f"{attack} {norm}: robust accuracy rises from {100 * small.robust_accuracy:.1f}% at "
-                            f"eps={small.eps:g} to {100 * large.robust_accuracy:.1f}% at eps={large.eps:g}"
+                            f"eps={eps_text(norm, small.eps)} to {100 * large.robust_accuracy:.1f}% at eps={eps_text(norm, large.eps)}"
                         ),
                         advice="the attack is failing at the larger budget: use more --steps or --restarts, or --loss dlr",
                     )
@@ -88,7 +89,7 @@ def attack_failed(result: AuditResult) -> list[Flag]:
     return [
         Flag(
             code="attack-failed",
-            message=f"{row.attack} {row.norm} eps={row.eps:g} failed and was skipped ({row.error})",
+            message=f"{row.attack} {row.norm} eps={eps_text(row.norm, row.eps)} failed and was skipped ({row.error})",
             advice="robust accuracy counts none of its adversarial examples; fix the cause (--debug shows more) or drop the attack",
         )
         for row in result.rows
@@ -127,7 +128,7 @@ def pixel_attack_inside_ball(
                     Flag(
                         code="weaker-attack-wins",
                         message=(
-                            f"{norm} eps={eps:g}: {names} ({pixel_stage.threat.describe()}) fooled {missed} samples "
+                            f"{norm} eps={eps_text(norm, eps)}: {names} ({pixel_stage.threat.describe()}) fooled {missed} samples "
                             f"with a change inside this ball that {', '.join(a.name for a in stage.attacks)} left "
                             "robust (Athalye et al. 2018)"
                         ),

@@ -40,6 +40,7 @@ from robaudit.audit.plan import Stage
 from robaudit.audit.verification import verify
 from robaudit.errors import is_out_of_memory, one_line
 from robaudit.models import ModelAdapter
+from robaudit.report.eps import eps_text
 from robaudit.results import Flag
 
 PROBE_SAMPLES = 100
@@ -214,7 +215,7 @@ def silent_success(stage: Stage, pgd: PgdRun) -> list[Flag]:
         Flag(
             code="silent-success",
             message=(
-                f"{norm} eps={eps:g}: {lost} of {len(pgd.lost)} probed samples were adversarial at an earlier "
+                f"{norm} eps={eps_text(norm, eps)}: {lost} of {len(pgd.lost)} probed samples were adversarial at an earlier "
                 f"{pgd.attack.name} iterate but not at its last (Pintor et al. 2022); robaudit kept the earlier "
                 "iterate, so they count as fooled"
             ),
@@ -269,7 +270,7 @@ def weaker_attack_wins(
                 Flag(
                     code="weaker-attack-wins",
                     message=(
-                        f"{norm} eps={eps:g}: {name} fooled {missed} of {int(fooled.sum())} probed samples "
+                        f"{norm} eps={eps_text(norm, eps)}: {name} fooled {missed} of {int(fooled.sum())} probed samples "
                         f"that {pgd.attack.name} did not (Athalye et al. 2018)"
                     ),
                     advice=(
@@ -296,7 +297,7 @@ def loss_choice(
         Flag(
             code="loss-choice",
             message=(
-                f"{norm} eps={eps:g}: on {len(y)} probed samples PGD with the DLR loss leaves "
+                f"{norm} eps={eps_text(norm, eps)}: on {len(y)} probed samples PGD with the DLR loss leaves "
                 f"{100 * robust['dlr']:.1f}% robust, cross-entropy {100 * robust['ce']:.1f}%"
             ),
             advice="cross-entropy is failing (often saturated or rescaled logits): add --loss dlr, or run the thorough profile",
@@ -334,7 +335,7 @@ def incomplete_optimisation(
         Flag(
             code="incomplete-optimisation",
             message=(
-                f"{norm} eps={eps:g}: the loss was still rising for {rising} unbroken samples, and {2 * steps} PGD "
+                f"{norm} eps={eps_text(norm, eps)}: the loss was still rising for {rising} unbroken samples, and {2 * steps} PGD "
                 f"steps leave {100 * robust[1]:.1f}% of {len(y)} probed samples robust, {steps} steps "
                 f"{100 * robust[0]:.1f}%"
             ),
@@ -355,7 +356,7 @@ def quantisation(
     rounded = (pgd.x_adv[pgd.fooled] * 255).round() / 255
     kept = int(_fooled(adapter, rounded, y[pgd.fooled]).sum())
     note = (
-        f"8-bit check ({norm} eps={eps:g}, {len(y)} probed samples): {n} adversarial examples from "
+        f"8-bit check ({norm} eps={eps_text(norm, eps)}, {len(y)} probed samples): {n} adversarial examples from "
         f"{pgd.attack.name}, {kept} still fool the model with pixels rounded to 8 bits"
     )
     if kept * 2 >= n:

@@ -85,7 +85,7 @@ Arch = Annotated[str | None, _option("arch", panel=MODEL_PANEL)]
 ArchKwargs = Annotated[
     str, _option("arch_kwargs", panel=MODEL_PANEL, help="JSON keyword arguments for --arch.")
 ]
-TrustModel = Annotated[bool, _option("trust_model", panel=MODEL_PANEL)]
+TrustModel = Annotated[bool, _option("trust_model", "--trust-model", panel=MODEL_PANEL)]
 ParityAtol = Annotated[float, _option("parity_atol", panel=MODEL_PANEL)]
 Device = Annotated[str, _option("device", panel=RUN_PANEL)]
 BatchSize = Annotated[str, _option("batch_size", panel=RUN_PANEL)]
@@ -100,8 +100,29 @@ Resume = Annotated[
         rich_help_panel=RUN_PANEL,
     ),
 ]
-Checks = Annotated[bool, _option("checks", panel=RUN_PANEL)]
-Debug = Annotated[bool, typer.Option(help="Show tracebacks for internal errors.", rich_help_panel=RUN_PANEL)]
+# Probes are on by default, so the one flag turns them off (the setting is reliability_checks).
+NoChecks = Annotated[
+    bool,
+    typer.Option(
+        "--no-checks",
+        help="Skip the reliability probes (randomness, gradients, unbounded attack, ...) run on 100 samples.",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
+Debug = Annotated[
+    bool, typer.Option("--debug", help="Show tracebacks for internal errors.", rich_help_panel=RUN_PANEL)
+]
+# Not a setting: how this one command talks to its terminal, not what the audit does (a profile shared
+# by a team should not silence anyone's CI log), so it is neither in a profile nor in the results.
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="No progress on stderr (the results and errors still print).",
+        rich_help_panel=RUN_PANEL,
+    ),
+]
 JsonPath = Annotated[Path | None, _option("json_path", "--json", panel=OUTPUT_PANEL)]
 HtmlPath = Annotated[Path | None, _option("html_path", "--html", panel=OUTPUT_PANEL)]
 MarkdownPath = Annotated[Path | None, _option("markdown_path", "--markdown", panel=OUTPUT_PANEL)]
@@ -128,15 +149,16 @@ FailOver = Annotated[
 UseInterval = Annotated[
     bool,
     typer.Option(
+        "--use-interval",
         help="Gate checks from flags compare the unfavourable end of the 95% interval.",
         rich_help_panel=GATE_PANEL,
     ),
 ]
 Baseline = Annotated[Path | None, _option("baseline", panel=GATE_PANEL)]
 MaxDrop = Annotated[float | None, _option("max_drop", panel=GATE_PANEL)]
-AllowMismatch = Annotated[bool, _option("allow_mismatch", panel=GATE_PANEL)]
+AllowMismatch = Annotated[bool, _option("allow_mismatch", "--allow-mismatch", panel=GATE_PANEL)]
 JunitPath = Annotated[Path | None, _option("junit_path", "--junit", panel=GATE_PANEL)]
-Strict = Annotated[bool, _option("strict", panel=GATE_PANEL)]
+Strict = Annotated[bool, _option("strict", "--strict", panel=GATE_PANEL)]
 
 _CLI_TYPES = (int, float, bool)
 

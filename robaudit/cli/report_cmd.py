@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from robaudit.cli.common import guarded
+from robaudit.cli.common import fail, guarded
+from robaudit.errors import ExitCode
 
 
 def write_reports(
@@ -37,11 +38,17 @@ def report(
     results: Annotated[Path, typer.Argument(help="A results JSON written by robaudit scan --json.")],
     html: Annotated[Path | None, typer.Option(help="Write the HTML report.")] = None,
     markdown: Annotated[Path | None, typer.Option(help="Write the Markdown summary.")] = None,
-    debug: Annotated[bool, typer.Option(help="Show tracebacks for internal errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for internal errors.")] = False,
 ) -> None:
     """Re-render reports from a saved results JSON, without re-running the audit."""
     with guarded(debug):
+        from robaudit.atomic import output_problem
         from robaudit.results import load_result
+
+        for flag, path in (("--html", html), ("--markdown", markdown)):
+            problem = output_problem(path) if path is not None else None
+            if problem is not None:
+                fail(f"{flag} {path}: {problem}", ExitCode.USAGE_ERROR)
 
         result = load_result(results)
         console = Console()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import warnings
 from pathlib import Path
@@ -16,7 +15,7 @@ from robaudit.cli.report_cmd import write_reports
 from robaudit.errors import ExitCode
 
 
-def run_scan(config: Any) -> None:
+def run_scan(config: Any, quiet: bool = False) -> None:
     from robaudit.allocator import tune_malloc
 
     tune_malloc()  # before the first tensor: this process's own allocator, never a library user's
@@ -25,7 +24,8 @@ def run_scan(config: Any) -> None:
     # warning filters; the library leaves its user's alone.
     warnings.filterwarnings("ignore", module=r"onnx2(pytorch|torch)\.")
     from robaudit.api import run_audit
-    from robaudit.report.terminal import RichProgress, render
+    from robaudit.report.progress import progress_for
+    from robaudit.report.terminal import render
     from robaudit.results import load_result
 
     def _terminate(signum: int, frame: object) -> None:
@@ -38,8 +38,9 @@ def run_scan(config: Any) -> None:
             _check_writable(flag, path)
     _check_no_overwrite(config, outputs)
     baseline = load_result(config.gate.baseline) if config.gate.baseline is not None else None  # fail early
+    _precheck(config, baseline)
     console = Console()
-    with RichProgress(stderr) as progress:
+    with progress_for(stderr, quiet) as progress:
         result = run_audit(config, progress=progress)
     render(result, console)
     # Reports first: a baseline that turns out not to match must not cost the finished audit.
@@ -51,11 +52,27 @@ def run_scan(config: Any) -> None:
     _gate(config, result, baseline, console)
 
 
+def _precheck(config: Any, baseline: Any) -> None:
+    """A gate check on a row the run will not have, or a baseline of other attack settings, fails now
+    rather than after the audit; the baseline's refusal goes to --junit as the gate's would."""
+    from robaudit.audit.precheck import precheck_gate
+    from robaudit.gate import BaselineNotComparable
+    from robaudit.report.junit import write_junit
+
+    try:
+        precheck_gate(config, baseline)
+    except BaselineNotComparable as exc:
+        if config.reports.junit is not None:
+            write_junit([], config.reports.junit, errors=[("baseline", str(exc))])
+            stderr.print(f"wrote {config.reports.junit}", highlight=False)
+        raise
+
+
 def _gate(config: Any, result: Any, baseline: Any, console: Console) -> None:
     """The gate's verdict: rendered, written as JUnit, and turned into the exit code."""
     from robaudit.api import gate_audit
     from robaudit.gate import EXIT_INTERRUPTED, BaselineNotComparable
-    from robaudit.report.terminal import render_gate
+    from robaudit.report.terminal import plural, render_gate
 
     try:
         verdict = gate_audit(result, config, baseline)
@@ -79,7 +96,7 @@ def _gate(config: Any, result: Any, baseline: Any, console: Console) -> None:
     elif verdict.exit_code == ExitCode.UNRELIABLE:
         # Unreliable numbers make the gate's verdict meaningless, so exit 4 outranks exit 1.
         console.print(
-            f"[bold yellow]unreliable evaluation[/]: {len(result.flags)} reliability flags (--strict)"
+            f"[bold yellow]unreliable evaluation[/]: {plural(len(result.flags), 'reliability flag')} (--strict)"
         )
     if verdict.exit_code:
         raise typer.Exit(verdict.exit_code)
@@ -124,20 +141,10 @@ def _check_no_overwrite(config: Any, outputs: dict[str, Path | None]) -> None:
 
 
 def _check_writable(flag: str, path: Path) -> None:
-    """Fail before the audit, not after it, when an output cannot be written. Creates nothing: the
-    folders are made when the report is written."""
-    if path.is_dir():
-        fail(f"{flag} {path}: is a folder; give a file name", ExitCode.USAGE_ERROR)
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        fail(
-            f"{flag} {path}: cannot write there ({ancestor} is a file); choose a writable folder",
-            ExitCode.USAGE_ERROR,
-        )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        fail(
-            f"{flag} {path}: cannot write there ({ancestor} is not writable); choose a writable folder",
-            ExitCode.USAGE_ERROR,
-        )
+    """Fail before the audit, not after it, when an output cannot be written. Creates nothing: a missing
+    last folder is made when the report is written (``robaudit.atomic``), a deeper one is refused."""
+    from robaudit.atomic import output_problem
+
+    problem = output_problem(path)
+    if problem is not None:
+        fail(f"{flag} {path}: {problem}", ExitCode.USAGE_ERROR)

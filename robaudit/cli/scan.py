@@ -16,7 +16,16 @@ from robaudit.cli.common import fail, guarded, log_to_stderr
 from robaudit.errors import ExitCode
 
 # Command-line parameters that are not settings of the configuration.
-_NOT_SETTINGS = ("profile", "resume", "debug", "fail_under", "fail_over", "use_interval")
+_NOT_SETTINGS = (
+    "profile",
+    "resume",
+    "debug",
+    "quiet",
+    "fail_under",
+    "fail_over",
+    "use_interval",
+    "no_checks",
+)
 
 
 def scan(
@@ -64,8 +73,9 @@ def scan(
     strict: o.Strict = False,
     run_dir: o.RunDir = None,
     resume: o.Resume = None,
-    checks: o.Checks = True,
+    no_checks: o.NoChecks = False,
     debug: o.Debug = False,
+    quiet: o.Quiet = False,
     **attack_settings: Any,
 ) -> None:
     """Attack MODEL on a dataset and report clean and robust accuracy."""
@@ -73,7 +83,7 @@ def scan(
     with guarded(debug, interrupted="interrupted; no report was written"):
         from robaudit.cli.run import run_scan
 
-        run_scan(_config(ctx, profile, resume))
+        run_scan(_config(ctx, profile, resume), quiet=quiet)
 
 
 # The attack flags come from the registry: one keyword-only parameter per attack setting.
@@ -102,6 +112,7 @@ def given(ctx: typer.Context, param: str) -> bool:
 
 def _flag(ctx: typer.Context, param: str) -> str:
     """The flag a parameter is spelled as (``json_path`` is ``--json``); an argument by its name."""
+    param = "no_checks" if param == "checks" else param
     for p in ctx.command.params:
         if p.name == param:
             opts = [o for o in p.opts if o.startswith("--")]
@@ -119,6 +130,8 @@ def _config(ctx: typer.Context, profile: str | None, resume: Path | None) -> Any
 
     settings = [p for p in ctx.params if p not in _NOT_SETTINGS]
     flags = {p: ctx.params[p] for p in settings if given(ctx, p)}
+    if ctx.params["no_checks"]:
+        flags["checks"] = False  # the command line's one spelling of the setting
     if resume is not None:
         return _resumed(ctx, resume, flags, profile)
     flat = {p: _parse(ctx, p, v) for p, v in flags.items()}

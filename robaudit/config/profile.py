@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from robaudit.attacks.registry import SettingError, build_attack, is_art, lookup, native_names
 from robaudit.config.audit import AuditSections
-from robaudit.config.values import EPS_TOLERANCE, check_linf_eps
+from robaudit.config.values import check_linf_eps, eps_picks
 from robaudit.errors import UsageError
 
 BUILTIN = ("quick", "standard", "thorough")
@@ -173,14 +173,28 @@ def check_runnable(profile: Profile, source: str) -> None:
     for j, check in enumerate(profile.gate.checks):
         if check.norm is None or check.eps is None:
             continue
-        wanted = (check.norm, float(check.eps))
-        if not any(n == wanted[0] and abs(e - wanted[1]) <= EPS_TOLERANCE for n, e in runs):
-            ran = ", ".join(f"{n} {e:g}" for n, e in sorted(runs))
+        picked = eps_picks(float(check.eps), check.eps_decimals, (e for n, e in runs if n == check.norm))
+        written = _written(check.norm, float(check.eps), check.eps_decimals)
+        if not picked:
+            ran = ", ".join(f"{n} {_written(n, e, None)}" for n, e in sorted(runs))
             raise UsageError(
                 f"{source}: gate.checks[{j}]: no attack of this profile runs {check.norm} at eps "
-                f"{float(check.eps):g} (it runs {ran}), so the check could never pass; add the eps to "
+                f"{written} (it runs {ran}), so the check could never pass; add the eps to "
                 f"threat.eps or check one that runs"
             )
+        if len(picked) > 1:
+            both = " and ".join(_written(check.norm, e, None) for e in sorted(picked))
+            raise UsageError(
+                f"{source}: gate.checks[{j}]: eps {written} matches {check.norm} eps {both} at the "
+                f"precision it is written with; write the eps exactly as threat.eps does"
+            )
+
+
+def _written(norm: str, eps: float, decimals: int | None) -> str:
+    """An eps as a profile message shows it: as written, or as the reports print it."""
+    from robaudit.report.eps import eps_text
+
+    return f"{eps:.{decimals}f}" if decimals is not None and decimals <= 12 else eps_text(norm, eps)
 
 
 def template_text() -> str:

@@ -20,6 +20,7 @@ from robaudit.config.values import (
     Layout,
     Norm,
     OutputKind,
+    eps_decimals,
     eps_values,
     parse_batch_size,
     parse_target,
@@ -237,6 +238,16 @@ class GateCheck(Section):
     min: float | None = Field(default=None, ge=0, le=1)
     max: float | None = Field(default=None, ge=0, le=1)
     use_interval: bool = False
+    # The decimals eps was written with (0.0314: 4), so that it picks the row it rounds from (8/255);
+    # None: exact as written (8/255, a pixel count). Filled in from eps when not given.
+    eps_decimals: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _precision(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("eps") is not None and "eps_decimals" not in values:
+            return {**values, "eps_decimals": eps_decimals(values["eps"])}
+        return values
 
     @field_validator("eps", mode="before")
     @classmethod
@@ -312,7 +323,9 @@ class ReportsSettings(Section):
         json_schema_extra=flat("adversarial_path"),
         description="Save every adversarial example found to an .npz.",
     )
-    gallery_size: int = Field(default=4, ge=0, description="Adversarial examples per threat model shown.")
+    gallery_size: int = Field(
+        default=4, ge=0, description="Adversarial examples shown per attack and threat model."
+    )
     # Narrow each sample's robustness radius between swept eps by this many bisection steps (0: off).
     radius_bisect: int = Field(
         default=0,

@@ -6,6 +6,8 @@ No pydantic models here: the sections (``sections.py``) and the gate's threshold
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Literal
 
@@ -16,7 +18,8 @@ OutputKind = Literal["auto", "logits", "probabilities", "log-probabilities"]
 DEFAULT_BATCH_SIZE = 256
 Norm = Literal["linf", "l2", "l1"]
 
-_EPS_PATTERN = re.compile(r"^\s*(\d+(\.\d*)?|\.\d+)(\s*/\s*(\d+(\.\d*)?|\.\d+))?\s*$")
+# A sign is read too, so that a negative budget is refused as negative rather than as not a number.
+_EPS_PATTERN = re.compile(r"^\s*([-+]?\s*(\d+(\.\d*)?|\.\d+))(\s*/\s*(\d+(\.\d*)?|\.\d+))?\s*$")
 
 
 def parse_batch_size(value: object) -> int | str:
@@ -42,15 +45,15 @@ def parse_eps(text: str | float | int, field: str = "--eps") -> float:
         match = _EPS_PATTERN.match(str(text))
         if not match:
             raise UsageError(f"{field}: {text!r} is not a number; write e.g. 0.1 or 8/255")
-        if match.group(3):
+        if match.group(4):
             num, den = str(text).split("/")
             if float(den) == 0:
                 raise UsageError(f"{field}: {text!r} divides by zero; write e.g. 8/255")
-            value = float(Fraction(num.strip()) / Fraction(den.strip()))
+            value = float(Fraction(num.replace(" ", "")) / Fraction(den.strip()))
         else:
-            value = float(match.group(1))
+            value = float(match.group(1).replace(" ", ""))
     if not (value >= 0.0):
-        raise UsageError(f"{field}: {text!r} must be >= 0")
+        raise UsageError(f"{field}: {text!r}: eps must be >= 0; write e.g. 0.1 or 8/255")
     return value
 
 
@@ -84,3 +87,36 @@ def eps_values(values: EpsList) -> list[float]:
         except UsageError as exc:
             raise ValueError(str(exc).split(": ", 1)[-1]) from None
     return out
+
+
+def eps_decimals(value: str | float | int) -> int | None:
+    """How many decimals an eps was written with: ``0.0314`` -> 4, ``0.10`` -> 2. None for an eps that
+    is exact as written: a fraction (``8/255``) or a whole number (an l0 pixel count). A float counts the
+    decimals of its shortest repr, which is what a profile or a Python literal wrote (``0.0314``)."""
+    if isinstance(value, bool):
+        return None
+    text = repr(value) if isinstance(value, float) else str(value).replace(" ", "")
+    if "/" in text:
+        return None
+    try:
+        exponent = Decimal(text).as_tuple().exponent
+    except InvalidOperation:
+        return None
+    return -exponent if isinstance(exponent, int) and exponent < 0 else None
+
+
+def eps_match(written: float, decimals: int | None, eps: float) -> bool:
+    """Whether ``eps`` is the eps a user wrote as ``written`` with ``decimals`` decimals: it rounds to it
+    at that precision (0.0314 is 8/255 = 0.031372..., to 4 decimals). An exact eps (``decimals`` None:
+    8/255 as a fraction) matches within EPS_TOLERANCE only."""
+    tolerance = EPS_TOLERANCE if decimals is None else max(EPS_TOLERANCE, 0.5 * 10.0**-decimals)
+    return abs(eps - written) <= tolerance * (1 + 1e-9)
+
+
+def eps_picks(written: float, decimals: int | None, candidates: Iterable[float]) -> list[float]:
+    """The candidates an eps written as ``written`` (with ``decimals``) picks: the one equal to it if
+    there is one (``0.03`` picks 0.03 beside 8/255), else every one that rounds to it; two or more
+    picked is an ambiguous eps, for the caller to refuse."""
+    values = list(dict.fromkeys(candidates))
+    equal = [e for e in values if abs(e - written) <= EPS_TOLERANCE]
+    return equal or [e for e in values if eps_match(written, decimals, e)]

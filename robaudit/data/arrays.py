@@ -181,9 +181,7 @@ def open_npz(path: Path, keys: tuple[str, str], expected: tuple[int, int, int] |
         raise InputError(
             f"{path}: cannot read arrays ({exc}); save plain numeric arrays with numpy.savez"
         ) from None
-    if isinstance(x, np.memmap):
-        notes.append(f"{path}: {xkey} is memory-mapped")
-    else:
+    if not isinstance(x, np.memmap):
         notes.append(
             f"{path}: {xkey} is compressed, so it was loaded into memory; save with numpy.savez to memory-map it"
         )
@@ -243,5 +241,5 @@ def open_npy_pair(path: Path, labels_path: Path, expected: tuple[int, int, int] 
         arrays[1],
         expected,
         sha256_of([path, labels_path]),
-        [f"{path}: memory-mapped"],
+        [],
     )

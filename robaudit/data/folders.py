@@ -129,11 +129,18 @@ def _read_headers(files: list[Path]) -> tuple[list[str], dict[tuple[int, int], P
 
 
 def _channels(root: Path, modes: list[str], expected: tuple[int, int, int] | None, notes: list[str]) -> int:
-    """The channels to read: the model's when it declares them; with no declared shape, grey when most
-    images are grey, else RGB (palette images included)."""
-    if expected is not None:
-        return expected[0]
+    """The channels to read: the model's when it declares them (noting the images converted to them);
+    with no declared shape, grey when most images are grey, else RGB (palette images included)."""
     grey = sum(mode in _GREY_MODES for mode in modes)
+    if expected is not None:
+        converted = len(modes) - grey if expected[0] == 1 else grey
+        if converted:
+            kind, into = ("colour", "greyscale") if expected[0] == 1 else ("greyscale", "RGB")
+            notes.append(
+                f"{root}: {converted} of {len(modes)} images are {kind}; converted to {into}, as the model "
+                f"takes {expected[0]} channel{'s' if expected[0] != 1 else ''}"
+            )
+        return expected[0]
     channels = 1 if grey * 2 > len(modes) else 3
     if 0 < grey < len(modes):
         notes.append(

@@ -75,6 +75,11 @@ def _differences(path: str, base: Any, new: Any) -> list[str]:
     return [f"{path} {_short(base)} -> {_short(new)}"]
 
 
+def _n_requested(result: AuditResult) -> int:
+    d = result.data
+    return d.n_evaluated if d.n_requested is None else d.n_requested
+
+
 def baseline_mismatches(result: AuditResult, baseline: AuditResult) -> list[str]:
     """What makes the two audits not like for like, as ``field baseline -> this audit`` texts."""
     found: list[str] = []
@@ -83,14 +88,31 @@ def baseline_mismatches(result: AuditResult, baseline: AuditResult) -> list[str]
         for d in _differences("model.sample_shape", baseline.model.sample_shape, result.model.sample_shape)
     ]
     data = _differences("data.sha256", baseline.data.sha256, result.data.sha256)
-    data += _differences("data.n_evaluated", baseline.data.n_evaluated, result.data.n_evaluated)
+    # The samples asked for: an interrupted run evaluated fewer, and its gate exits 130 on that alone.
+    data += _differences("data.n_evaluated", _n_requested(baseline), _n_requested(result))
     found += [f"dataset ({d})" for d in data]
+    return found + settings_mismatches(baseline.settings, result.settings)
+
+
+def settings_mismatches(baseline: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The BASELINE_SETTINGS that differ, as ``attack settings (field baseline -> this audit)`` texts."""
+    found: list[str] = []
     for key in BASELINE_SETTINGS:
         found += [
             f"attack settings ({d})"
-            for d in _differences(f"settings.{key}", baseline.settings.get(key), result.settings.get(key))
+            for d in _differences(f"settings.{key}", baseline.get(key), settings.get(key))
         ]
     return found
+
+
+def not_comparable(baseline_path: str, mismatches: list[str]) -> BaselineNotComparable:
+    """The one-line refusal of a baseline that differs in ``mismatches``."""
+    return BaselineNotComparable(
+        f"{baseline_path}: the baseline is not comparable with this audit: "
+        f"{'; '.join(mismatches)}; re-run the baseline with the same settings, or pass "
+        f"--allow-mismatch to compare anyway",
+        mismatches,
+    )
 
 
 def compare_baseline(
@@ -114,12 +136,7 @@ def compare_baseline(
         )
     mismatches = baseline_mismatches(result, baseline)
     if mismatches and not allow_mismatch:
-        raise BaselineNotComparable(
-            f"{baseline_path}: the baseline is not comparable with this audit: "
-            f"{'; '.join(mismatches)}; re-run the baseline with the same settings, or pass "
-            f"--allow-mismatch to compare anyway",
-            mismatches,
-        )
+        raise not_comparable(baseline_path, mismatches)
     caveat = (
         f" [baseline differs: {'; '.join(mismatches)}; compared with --allow-mismatch]" if mismatches else ""
     )

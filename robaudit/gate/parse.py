@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
-from robaudit.config import parse_eps
+from robaudit.config import eps_decimals, parse_eps
 from robaudit.errors import UsageError
 from robaudit.gate.thresholds import METRICS, NORMS, Check
 from robaudit.results import WORST_CASE
@@ -70,7 +70,8 @@ def parse_threshold(text: str, kind: Literal["min", "max"], flag: str) -> Check:
     if selector is None:
         raise bad(f"{metric} needs a selector after '@': [ATTACK:]NORM:EPS, e.g. {metric}@linf:0.1")
     attack, norm, eps = _parse_selector(selector, bad)
-    return Check(metric=metric, norm=norm, eps=eps, attack=attack, min=low, max=high)
+    decimals = None if norm == "l0" else eps_decimals(selector.rsplit(":", 1)[-1].strip())
+    return Check(metric=metric, norm=norm, eps=eps, attack=attack, min=low, max=high, eps_decimals=decimals)
 
 
 def _parse_value(value_text: str, bad: _Bad) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from robaudit.gate.selectors import available, find_row, pct, selector, where
+from robaudit.gate.selectors import ambiguous, available, find_rows, pct, selector, where
 from robaudit.results import WORST_CASE, AttackRow, AuditResult
 
 ROW_METRICS: tuple[str, ...] = (
@@ -41,6 +41,9 @@ class Check:
     min: float | None = None  # fail when value < min
     max: float | None = None  # fail when value > max
     use_interval: bool = False  # compare the least favourable end of the 95% CI
+    # The decimals eps was written with: 0.0314 (4) picks the row of 8/255, which rounds to it. None:
+    # eps is exact (8/255 written as a fraction, a pixel count), matched within EPS_TOLERANCE.
+    eps_decimals: int | None = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -58,6 +61,8 @@ class Check:
         """``attack:norm:eps`` as on the command line, or None for clean accuracy."""
         if self.norm is None or self.eps is None:
             return None
+        if self.eps_decimals is not None and self.eps_decimals <= 12:  # as written: 0.0314, 0.10
+            return f"{self.attack}:{self.norm}:{self.eps:.{self.eps_decimals}f}"
         return selector(self.attack, self.norm, self.eps)
 
     @property
@@ -108,14 +113,18 @@ def _evaluate(result: AuditResult, check: Check) -> CheckOutcome:
         value: float | None = result.clean_accuracy
     else:
         assert check.norm is not None and check.eps is not None
-        subject = f"{label} {where(check.attack, check.norm, check.eps)}"
-        row = find_row(result.rows, check.attack, check.norm, check.eps)
-        if row is None:
+        found = find_rows(result.rows, check.attack, check.norm, check.eps, check.eps_decimals)
+        if not found:
             return _failed(
                 check,
                 f"no row {check.selector} in the results, so {check.metric} cannot be checked and the "
                 f"gate fails; the results have {available(result.rows)}",
             )
+        if len(found) > 1:
+            written = (check.selector or "").rsplit(":", 1)[-1]
+            return _failed(check, f"{check.selector}: {ambiguous(found, written)}, so the gate fails")
+        row = found[0]
+        subject = f"{label} {where(check.attack, row.norm, row.eps)}"
         value = getattr(row, check.metric)
     if value is None:
         why = {

@@ -9,6 +9,7 @@ import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,24 +80,34 @@ def _load_safetensors(path: Path, device: torch.device) -> dict[str, torch.Tenso
         ) from None
 
 
+@contextmanager
+def _current_folder_importable() -> Iterator[None]:
+    """Modules in the current folder importable, as under ``python -m``, for the import only. Both ways a
+    model file names code resolve through it: ``--arch mynet:SmallCNN`` and the ``mynet.SmallCNN`` class a
+    trusted pickle names."""
+    added = "" not in sys.path
+    if added:
+        sys.path.insert(0, "")
+    try:
+        yield
+    finally:
+        if added and "" in sys.path:
+            sys.path.remove("")
+
+
 def _import_arch(spec: str) -> Callable[..., object]:
     """The class or builder function that ``--arch package.module:Name`` names (an nn.Module subclass,
     or a function such as torchvision.models:resnet18 that returns one when called)."""
     module_name, _, name = spec.partition(":")
     if not module_name or not name:
         raise UsageError(f"--arch {spec}: write it as package.module:ClassName or package.module:function")
-    added = "" not in sys.path
-    if added:  # let users name a module in the current folder, as `python -m` does; only for the import
-        sys.path.insert(0, "")
     try:
-        module = importlib.import_module(module_name)
+        with _current_folder_importable():
+            module = importlib.import_module(module_name)
     except ImportError as exc:
         raise UsageError(
             f"--arch {spec}: cannot import {module_name} ({exc}); check the module path"
         ) from None
-    finally:
-        if added and "" in sys.path:
-            sys.path.remove("")
     build = getattr(module, name, None)
     is_module_class = isinstance(build, type) and issubclass(build, nn.Module)
     if not is_module_class and not (callable(build) and not isinstance(build, type)):
@@ -165,10 +176,12 @@ def _load_file(
                 f"{path}: holds a pickled Python object, and loading it would run arbitrary code; {PICKLE_ADVICE}"
             ) from None
         try:
-            obj = torch.load(str(path), map_location=device, weights_only=False)
+            with _current_folder_importable():
+                obj = torch.load(str(path), map_location=device, weights_only=False)
         except (AttributeError, ImportError) as exc:  # the pickle names a class this process cannot find
             raise InputError(
-                f"{path}: the pickled model needs code robaudit cannot import ({one_line(exc, all_lines=True)}); a class "
+                f"{path}: the pickled model needs code robaudit cannot import ({one_line(exc, all_lines=True)}); its "
+                f"modules are imported from the current folder and the installed packages, as --arch's are; a class "
                 f"defined in the saving script or notebook (__main__) is not importable: save the model's "
                 f"state_dict and pass --arch module:ClassName, or re-save it with torch.jit.save or "
                 f"torch.export.save"

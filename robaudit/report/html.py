@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from robaudit.atomic import write_text_atomic
-from robaudit.results import WORST_CASE, AttackRow, AuditResult, Radius
+from robaudit.attacks.registry import REGISTRY
+from robaudit.report.eps import eps_text as shared_eps_text
+from robaudit.results import WORST_CASE, AttackRow, AuditResult, Example, Radius
 
 if TYPE_CHECKING:
     import jinja2
@@ -58,21 +60,28 @@ def count(value: int | None) -> str:
 
 
 def eps_text(norm: str, eps: float) -> str:
-    """eps as the user wrote it: ``0.1``, ``0.03137 (8/255)``, or ``3 pixels`` for l0."""
+    """eps as every report prints it (``0.1``, ``8/255``), or ``3 pixels`` for l0."""
     if norm == "l0":
         pixels = int(round(eps))
         return f"{pixels} pixel" + ("" if pixels == 1 else "s")
-    text = f"{eps:.4g}"
-    grey = eps * 255
-    if f"{eps:.3g}" != f"{eps:.6g}" and round(grey) > 0 and abs(grey - round(grey)) < 1e-6:
-        text += f" ({round(grey)}/255)"
-    return text
+    return shared_eps_text(norm, eps)
 
 
 def seconds(value: float | None) -> str:
     if value is None:
         return DASH
     return f"{value:.2f} s" if value < 100 else f"{value:.0f} s"
+
+
+def _public(key: str, value: Any) -> Any:
+    """An attack's settings as the user can set them (its registry fields): the JSON keeps every field
+    the attack ran with, internal knobs included (PGD's ``lagged``), which mean nothing to a reader."""
+    if key == "eps" and isinstance(value, list):  # the swept eps, as every report prints them
+        return [shared_eps_text("linf", e) if isinstance(e, float) else e for e in value]
+    info = REGISTRY.get(key)
+    if info is None or not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if k in info.settings.model_fields}
 
 
 def setting_text(value: Any) -> str:
@@ -169,25 +178,52 @@ def _radius_view(radius: Radius) -> dict[str, Any]:
     }
 
 
+def _example_view(result: AuditResult, ex: Example) -> dict[str, Any]:
+    return {
+        "sample_index": ex.sample_index,
+        "attack": ex.attack,
+        "label": _class_label(result, ex.label),
+        "clean_pred": _class_label(result, ex.clean_pred),
+        "clean_conf": pct(ex.clean_conf),
+        "adv_pred": _class_label(result, ex.adv_pred),
+        "adv_conf": pct(ex.adv_conf),
+        "fooled": ex.adv_pred != ex.label,
+        "original_png": ex.original_png,
+        "perturbation_png": ex.perturbation_png,
+        "adversarial_png": ex.adversarial_png,
+    }
+
+
 def _gallery_view(result: AuditResult) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
+    """Per threat model: the worst case's first examples (whichever attack fooled them), then each
+    attack's further examples, so that every attack that fooled a sample shows and no image shows twice.
+
+    The gallery holds up to ``gallery_size`` examples per attack in sample order; the first
+    ``gallery_size`` of a threat model are then the first samples its cascade fooled."""
+    by_threat: dict[tuple[str, float], list[Example]] = {}
     for ex in result.gallery:
-        groups.setdefault((ex.norm, ex.eps), []).append(
+        by_threat.setdefault((ex.norm, ex.eps), []).append(ex)
+    size = result.settings.get("gallery_size")
+    cascade = list(dict.fromkeys(r.attack for r in result.rows))
+    out = []
+    for (norm, eps), examples in by_threat.items():
+        first = examples[: size if isinstance(size, int) else len(examples)]
+        groups = [(f"worst case: the first {len(first)} samples fooled, by any attack", first)]
+        rest = examples[len(first) :]
+        named = {ex.attack for ex in rest}
+        for attack in [a for a in cascade if a in named] + sorted(named - set(cascade)):
+            more = [ex for ex in rest if ex.attack == attack]
+            groups.append((f"{attack}: {len(more)} more of the samples it was first to fool", more))
+        out.append(
             {
-                "sample_index": ex.sample_index,
-                "attack": ex.attack,
-                "label": _class_label(result, ex.label),
-                "clean_pred": _class_label(result, ex.clean_pred),
-                "clean_conf": pct(ex.clean_conf),
-                "adv_pred": _class_label(result, ex.adv_pred),
-                "adv_conf": pct(ex.adv_conf),
-                "fooled": ex.adv_pred != ex.label,
-                "original_png": ex.original_png,
-                "perturbation_png": ex.perturbation_png,
-                "adversarial_png": ex.adversarial_png,
+                "threat": _threat_label(norm, eps),
+                "groups": [
+                    {"title": title, "examples": [_example_view(result, ex) for ex in group]}
+                    for title, group in groups
+                ],
             }
         )
-    return [{"threat": _threat_label(n, e), "examples": xs} for (n, e), xs in groups.items()]
+    return out
 
 
 def _context(result: AuditResult) -> dict[str, Any]:
@@ -195,6 +231,7 @@ def _context(result: AuditResult) -> dict[str, Any]:
     flags = result.flags
     return {
         "r": result,
+        "incomplete": result.incomplete_headline(),
         "worst_case": WORST_CASE,
         "summary_lines": _summary_lines(result),
         "worst_rows": worst,
@@ -220,7 +257,7 @@ def _context(result: AuditResult) -> dict[str, Any]:
         "radius": [_radius_view(r) for r in result.radius],
         "gallery": _gallery_view(result),
         "flags": flags,
-        "settings": [(k, setting_text(v)) for k, v in result.settings.items()],
+        "settings": [(k, setting_text(_public(k, v))) for k, v in result.settings.items()],
         "timings": [
             (k.removesuffix("_seconds").replace("_", " "), seconds(v)) for k, v in result.timings.items()
         ],

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from robaudit.atomic import write_text_atomic
+from robaudit.report.eps import eps_text
 from robaudit.results import WORST_CASE, AttackRow, AuditResult
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~#])")
@@ -51,7 +52,7 @@ def _budget(norm: str, eps: float) -> str:
     if norm == "l0":
         n = int(eps)
         return f"{n} pixel{'s' if n != 1 else ''}"
-    return f"{eps:.4g}"
+    return eps_text(norm, eps)
 
 
 def _threat(row: AttackRow) -> str:
@@ -138,14 +139,18 @@ def _intro(result: AuditResult) -> list[str]:
     """The title, clean accuracy, and what was audited on what."""
     m, d = result.model, result.data
     shape = "x".join(map(str, m.sample_shape))
+    headline = result.incomplete_headline()
     return [
         f"## robaudit: {escape(_file_name(m.path))}",
         "",
+        *([f"> **{escape(headline)}**", ""] if headline else []),
         f"**Clean accuracy {_pct(result.clean_accuracy)}** (95% CI {_ci(result.clean_accuracy_ci)}), "
         f"n = {d.n_evaluated} ({result.n_clean_correct} correct), mean confidence {_pct(result.mean_confidence_clean)}",
         "",
         f"Model {escape(m.path)} ({escape(m.format)}, {shape} {escape(m.layout)}, {m.num_classes} classes, "
-        f"{escape(m.output_kind)}); data {escape(d.description)}, evaluated {d.n_evaluated} ({escape(d.subset)})",
+        f"{escape(m.output_kind)}); data {escape(d.description)}, evaluated {d.n_evaluated}"
+        + (f" of {d.n_requested} requested" if headline and d.n_requested is not None else "")
+        + f" ({escape(d.subset)})",
     ]
 
 

@@ -1,4 +1,4 @@
-"""Rich terminal output: a progress bar per attack, the results table and the upper-bound caveat.
+"""Rich terminal output: the results table and the upper-bound caveat (the progress bar: ``progress.py``).
 
 Reads only the AuditResult. Rich drops colour codes by itself when output is piped.
 """
@@ -6,65 +6,27 @@ Reads only the AuditResult. Rich drops colour codes by itself when output is pip
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
+from robaudit.report.eps import eps_text
 from robaudit.results import WORST_CASE, AuditResult
 
 if TYPE_CHECKING:
     from robaudit.gate.thresholds import CheckOutcome
 
 
+def plural(n: int, word: str) -> str:
+    """``1 check``, ``2 checks``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-class RichProgress:
-    """The runner's ProgressSink: one bar per attack and eps, with an ETA."""
-
-    def __init__(self, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(bar_width=24),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=False,
-        )
-        self._started = False
-
-    def __enter__(self) -> RichProgress:
-        return self  # the display starts with the first task, so errors while loading print no bar
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if self._started:
-            self._progress.stop()
-
-    def add_task(self, description: str, total: int) -> int:
-        if not self._started:
-            self._progress.start()
-            self._started = True
-        return int(self._progress.add_task(description, total=total))
-
-    def advance(self, task: int, n: int) -> None:
-        self._progress.advance(task, n)  # type: ignore[arg-type]
 
 
 def _ci(interval: list[float] | None) -> str:
@@ -72,7 +34,7 @@ def _ci(interval: list[float] | None) -> str:
 
 
 def _threat(norm: str, eps: float) -> str:
-    return f"l0 {eps:g} px" if norm == "l0" else f"{norm} eps={eps:g}"
+    return f"l0 {eps:g} px" if norm == "l0" else f"{norm} eps={eps_text(norm, eps)}"
 
 
 def render(result: AuditResult, console: Console) -> None:
@@ -91,11 +53,17 @@ def render(result: AuditResult, console: Console) -> None:
 def _render_header(result: AuditResult, console: Console) -> None:
     """Model, data, device, the notes, then clean accuracy and confidence."""
     m, d = result.model, result.data
+    headline = result.incomplete_headline()
+    if headline:
+        console.print(f"[bold red]{escape(headline)}[/]", highlight=False)
     console.print(
         f"[bold]model[/] {escape(m.path)} ({escape(m.format)}, input {'x'.join(map(str, m.sample_shape))} "
         f"{m.layout}, {m.num_classes} classes, {m.output_kind})"
     )
-    console.print(f"[bold]data[/]  {escape(d.description)}; evaluated {d.n_evaluated} ({escape(d.subset)})")
+    requested = f" of {d.n_requested} requested" if headline and d.n_requested is not None else ""
+    console.print(
+        f"[bold]data[/]  {escape(d.description)}; evaluated {d.n_evaluated}{requested} ({escape(d.subset)})"
+    )
     console.print(f"[bold]device[/] {escape(str(result.settings['device']))}, seed {result.settings['seed']}")
     for note in result.notes:
         console.print(f"[yellow]note[/] {escape(note)}", highlight=False)
@@ -114,13 +82,15 @@ def _rows_table(result: AuditResult) -> Table:
         title="Robustness under attack (eps on the [0, 1] pixel scale; l0: pixels changed)",
         title_justify="left",
     )
-    table.add_column("attack")
-    table.add_column("norm")
-    table.add_column("eps", justify="right")
-    table.add_column("robust acc", justify="right")
-    table.add_column("95% CI", justify="right")
-    table.add_column("success", justify="right")
-    table.add_column("conf adv err", justify="right")
+    # ART names run long (art:CarliniLInfMethod): the figures' headers take two lines to leave the
+    # attack column room, and a name that still does not fit wraps rather than being cut short.
+    table.add_column("attack", overflow="fold")
+    table.add_column("norm", no_wrap=True)
+    table.add_column("eps", justify="right", no_wrap=True)
+    table.add_column("robust\nacc", justify="right", no_wrap=True)
+    table.add_column("95% CI", justify="right", no_wrap=True)
+    table.add_column("success", justify="right", no_wrap=True)
+    table.add_column("conf adv\nerr", justify="right", no_wrap=True)
     previous = None
     for row in result.rows:
         is_worst = row.attack == WORST_CASE
@@ -131,7 +101,7 @@ def _rows_table(result: AuditResult) -> Table:
         table.add_row(
             escape(row.attack),
             row.norm,
-            f"{row.eps:.4g}",
+            eps_text(row.norm, row.eps),
             _pct(row.robust_accuracy),
             _ci(row.robust_accuracy_ci),
             _pct(row.attack_success_rate),
@@ -165,7 +135,12 @@ def _render_row_notes(result: AuditResult, console: Console) -> None:
                 highlight=False,
             )
     for radius in result.radius:
-        median = f"{radius.median:g}" if radius.median is not None else f"above {max(radius.eps):g}"
+        largest = max(radius.eps)
+        median = (
+            eps_text(radius.norm, radius.median)
+            if radius.median is not None
+            else f"above {eps_text(radius.norm, largest)}"
+        )
         if radius.bisection_steps and radius.bisected_median is not None:
             median += f" ({radius.bisected_median:.4g} after {radius.bisection_steps} bisection steps)"
         console.print(
@@ -184,8 +159,14 @@ def _render_summary(result: AuditResult, console: Console) -> None:
         for r in result.rows
         if r.attack == WORST_CASE
     ]
+    headline = result.incomplete_headline()
+    lead = [f"[bold red]{escape(headline)}[/]", ""] if headline else []
     console.print(
-        Panel("\n".join([*summary, "", result.caveat]), title="What these numbers mean", border_style="cyan")
+        Panel(
+            "\n".join([*lead, *summary, "", result.caveat]),
+            title="What these numbers mean",
+            border_style="red" if headline else "cyan",
+        )
     )
 
 
@@ -196,8 +177,8 @@ def render_gate(outcomes: Sequence[CheckOutcome], console: Console) -> None:
         mark = "[green]pass[/]" if o.passed else "[red]FAIL[/]"
         console.print(f"{mark} {escape(o.name)}: {escape(o.message)}", highlight=False)
     verdict = (
-        f"[bold red]gate failed[/]: {len(failed)} of {len(outcomes)} checks"
+        f"[bold red]gate failed[/]: {len(failed)} of {plural(len(outcomes), 'check')}"
         if failed
-        else f"[bold green]gate passed[/]: {len(outcomes)} checks"
+        else f"[bold green]gate passed[/]: {plural(len(outcomes), 'check')}"
     )
     console.print(verdict, highlight=False)
