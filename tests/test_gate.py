@@ -134,7 +134,7 @@ def test_parse_clean_accuracy_and_kinds() -> None:
         ("robust_accuracy@linf:0.1=50%", "not a number"),
         ("robust_accuracy@linf:abc=0.5", "eps 'abc'"),
         ("robust_accuracy@linf:1/0=0.5", "divides by zero"),
-        ("robust_accuracy@linf:-0.1=0.5", "eps '-0.1'"),
+        ("robust_accuracy@linf:-0.1=0.5", "eps '-0.1' must be >= 0"),
         ("robust_accuracy@linf:2=0.5", "larger than 1"),
         ("robust_accuracy@l3:0.1=0.5", "unknown norm 'l3'"),
         ("robust_accuracy@pgd:l3:0.1=0.5", "unknown norm"),

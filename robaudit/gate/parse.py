@@ -125,6 +125,8 @@ def _parse_selector(selector: str, bad: _Bad) -> tuple[str, str, float]:
 def _parse_eps(norm: str, eps_text: str, bad: _Bad) -> float:
     """A linf/l2/l1 eps: a number or a fraction such as 8/255, at most 1 for linf."""
     not_a_number = f"eps {eps_text!r} is not a number such as 0.1 or 8/255"
+    if eps_text.startswith("-") and _EPS_TEXT.fullmatch(eps_text[1:].strip()) and len(eps_text) <= 40:
+        raise bad(f"eps {eps_text!r} must be >= 0, such as 0.1 or 8/255")
     if not _EPS_TEXT.fullmatch(eps_text) or len(eps_text) > 40:
         raise bad(not_a_number)
     try:
