@@ -789,7 +789,7 @@ def _config(**kwargs: object) -> object:
 
 
 def test_precheck_refuses_a_row_the_run_will_not_have() -> None:
-    from robaudit.audit.precheck import precheck_gate
+    from robaudit.gate.precheck import precheck_gate
 
     config = _config(
         attacks=("fgsm",),
@@ -806,7 +806,7 @@ def test_precheck_refuses_a_row_the_run_will_not_have() -> None:
 
 
 def test_precheck_names_rows_as_the_built_attacks_do() -> None:
-    from robaudit.audit.precheck import precheck_gate
+    from robaudit.gate.precheck import precheck_gate
 
     def config(text: str) -> object:
         check = dataclasses.asdict(_min(text))
@@ -818,7 +818,7 @@ def test_precheck_names_rows_as_the_built_attacks_do() -> None:
 
 
 def test_precheck_refuses_an_ambiguous_eps() -> None:
-    from robaudit.audit.precheck import precheck_gate
+    from robaudit.gate.precheck import precheck_gate
 
     check = dataclasses.asdict(_min("robust_accuracy@linf:0.03=0.5"))
     with pytest.raises(UsageError, match="worst-case:linf:0.031 and worst-case:linf:0.032"):
@@ -827,8 +827,8 @@ def test_precheck_refuses_an_ambiguous_eps() -> None:
 
 def test_precheck_refuses_a_baseline_of_other_attack_settings() -> None:
     from robaudit.audit.attack_plan import plan_settings
-    from robaudit.audit.precheck import possible_plans, precheck_gate
     from robaudit.gate import BaselineNotComparable
+    from robaudit.gate.precheck import possible_plans, precheck_gate
 
     def baseline_of(config: Any, plan: int = 0) -> AuditResult:
         settings = {**plan_settings(config, possible_plans(config)[plan]), "target": "none", "seed": 0}

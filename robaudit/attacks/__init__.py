@@ -5,10 +5,8 @@ The registry imports no torch; the implementations (and their names re-exported 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from robaudit.attacks.registry import REGISTRY, AttackInfo, build_attack, lookup
+from robaudit.lazy import lazy_names
 
 _LAZY = {
     "Attack": "robaudit.attacks.base",
@@ -20,10 +18,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'robaudit.attacks' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 __all__ = ["REGISTRY", "AttackInfo", "build_attack", "lookup", *_LAZY]

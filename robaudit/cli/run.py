@@ -55,8 +55,8 @@ def run_scan(config: Any, quiet: bool = False) -> None:
 def _precheck(config: Any, baseline: Any) -> None:
     """A gate check on a row the run will not have, or a baseline of other attack settings, fails now
     rather than after the audit; the baseline's refusal goes to --junit as the gate's would."""
-    from robaudit.audit.precheck import precheck_gate
     from robaudit.gate import BaselineNotComparable
+    from robaudit.gate.precheck import precheck_gate
     from robaudit.report.junit import write_junit
 
     try:

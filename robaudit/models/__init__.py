@@ -6,8 +6,9 @@ The names below are imported on first use, not with the package: the child that 
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from robaudit.lazy import lazy_names
 
 if TYPE_CHECKING:
     from robaudit.models.base import Capabilities, ModelAdapter, Preprocessing
@@ -25,10 +26,4 @@ _HOMES = {
 __all__ = ["Capabilities", "ModelAdapter", "ModelHandle", "Preprocessing", "load_model", "resolve_device"]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+__getattr__ = lazy_names(__name__, _HOMES)

@@ -1,4 +1,4 @@
-"""What the gate could never accept, found from the configuration before the audit starts.
+"""What the gate could never accept, found from the configuration and the cascade plan before the audit starts.
 
 The rows an audit will have follow from its configuration and the registry: the built attacks (pgd
 with loss dlr is ``pgd-dlr``) under the threat models of the cascade, and a worst-case row per threat
