@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from robaudit.attacks import registry
 from robaudit.config import AuditConfig
 from robaudit.config.merge import merge
-from robaudit.config.profile import parse_profile, profile_values, template_text
+from robaudit.config.profile import parse_profile, profile_values
 from robaudit.config.sections import FLAT_FIELDS, SECTIONS
+from robaudit.config.template import template_text
 from robaudit.errors import UsageError
 
 

@@ -25,7 +25,7 @@ def profile_init(
     """Write a commented profile template with every key."""
     with guarded(debug=False):
         from robaudit.atomic import write_text_atomic
-        from robaudit.config.profile import template_text
+        from robaudit.config.template import template_text
 
         text = template_text()
         if file is None:

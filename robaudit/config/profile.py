@@ -197,12 +197,6 @@ def _written(norm: str, eps: float, decimals: int | None) -> str:
     return f"{eps:.{decimals}f}" if decimals is not None and decimals <= 12 else eps_text(norm, eps)
 
 
-def template_text() -> str:
-    """The commented template ``profile init`` writes: every section and key (a test checks that every
-    field of the sections and of the registry's attack settings appears in it)."""
-    return builtin_text("template")
-
-
 def builtin_text(name: str) -> str:
     return (resources.files("robaudit") / "profiles" / f"{name}.yaml").read_text(encoding="utf-8")
 

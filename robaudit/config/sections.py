@@ -267,7 +267,21 @@ class GateCheck(Section):
 
 class GateSettings(Section):
     checks: tuple[GateCheck, ...] = Field(
-        default=(), json_schema_extra=flat("gate_checks"), description="Threshold checks."
+        default=(),
+        json_schema_extra=flat(
+            "gate_checks",
+            example=[
+                {
+                    "metric": "robust_accuracy",
+                    "norm": "linf",
+                    "eps": "8/255",
+                    "min": 0.5,
+                    "use_interval": False,
+                }
+            ],
+        ),
+        description="Threshold checks: exit 1 when a metric of a row (attack, norm, eps; attack defaults to "
+        "worst-case) is below min or above max; use_interval compares the unfavourable end of the 95% interval.",
     )
     baseline: Path | None = Field(
         default=None, description="Gate: a previous results JSON to compare robust accuracy against."
