@@ -19,6 +19,7 @@ import torch
 
 from robaudit import __version__
 from robaudit.attacks.rng import sample_seeds
+from robaudit.audit import distributed
 from robaudit.audit.checkpoint import RunDir
 from robaudit.audit.describe import data_info, environment, model_info, run_settings
 from robaudit.audit.exports import write_adversarial, write_per_sample
@@ -29,6 +30,7 @@ from robaudit.audit.shard import ShardSettings
 from robaudit.audit.summary import attack_rows, ci, class_infos, gallery_examples, radii
 from robaudit.checks.flags import pixel_attack_inside_ball, reliability_flags
 from robaudit.checks.probes import probe_flags, probe_samples
+from robaudit.errors import UsageError
 from robaudit.hashing import sha256_file
 from robaudit.metrics import confidence_split
 from robaudit.models.torch_model import weights_sha256
@@ -75,6 +77,12 @@ def run_audit(
     ``module``: audit an in-memory PyTorch model (see ``prepare``); it is left as it was found.
     """
     total_start = time.perf_counter()
+    if distributed.wanted(config.run):  # before loading anything: a missing extra is a one-line fix
+        distributed.require_ray()
+        if module is not None:
+            raise UsageError(
+                "--workers: Ray workers load the model file; audit an in-memory module with workers=0"
+            )
     # Attacks need gradients even when the caller's notebook runs under inference_mode or no_grad.
     with float32_math(config.run.tf32), torch.inference_mode(False), torch.enable_grad():
         prepared = prepare(config, module)
@@ -94,7 +102,7 @@ def _audit(
     for note in prepared.notes:
         log.info(note)
     model_sha = sha256_file(config.model_path) if module is None else weights_sha256(module)
-    records = _run(config, prepared, progress, _open_run_dir(config, prepared, model_sha))
+    records = _run(config, prepared, progress, _open_run_dir(config, prepared, model_sha), model_sha)
     caps = prepared.adapter.capabilities
     # "onnx" rows report how many samples the converted graph alone was fooled on; that needs a conversion.
     row_backend = "onnx" if caps.backend == "onnx" and caps.gradients else "torch"
@@ -130,9 +138,19 @@ def _open_run_dir(config: AuditConfig, prepared: Prepared, model_sha: str) -> Ru
 
 
 def _run(
-    config: AuditConfig, prepared: Prepared, progress: ProgressSink | None, run_dir: RunDir | None
+    config: AuditConfig,
+    prepared: Prepared,
+    progress: ProgressSink | None,
+    run_dir: RunDir | None,
+    model_sha: str,
 ) -> SampleRecords:
     settings = ShardSettings.from_config(config, prepared.batch_size)
+    if distributed.wanted(config.run):  # the same shards and merge, on Ray workers
+        return _complete_or_raise(
+            distributed.run_distributed(
+                config, prepared, settings, model_sha, progress=progress, run_dir=run_dir
+            )
+        )
     records = run_shards(
         prepared.adapter,
         prepared.dataset,
@@ -141,7 +159,12 @@ def _run(
         settings,
         progress=progress,
         run_dir=run_dir,
+        shard_size=config.run.shard_size,
     )
+    return _complete_or_raise(records)
+
+
+def _complete_or_raise(records: SampleRecords) -> SampleRecords:
     if records.interrupted and records.completed == 0:
         raise KeyboardInterrupt  # no batch finished: no figure to report, so no partial report either
     return records

@@ -70,6 +70,36 @@ def input_gradient(
     return grad
 
 
+def loss_and_grad(
+    model: LogitsFn,
+    x: torch.Tensor,
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    samples: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits, per-sample loss (N,) and the loss's gradient w.r.t. x, all detached.
+
+    ``loss_fn(logits)`` gives the per-sample loss. The backward pass runs on its sum (not its mean), so
+    each sample's gradient does not depend on the batch it is in. With ``samples`` > 1 the three are
+    averaged over that many forward/backward passes: expectation over transformation (Athalye et al.
+    2018) for a model that draws random numbers in its forward pass; for a deterministic model every
+    pass is the same and one is enough.
+    """
+    x = x.detach()
+    n = max(1, samples)
+    totals: list[torch.Tensor] = []
+    for _ in range(n):
+        xr = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            logits = model(xr)
+            loss = loss_fn(logits)
+            (grad,) = torch.autograd.grad(loss.sum(), xr)
+        parts = [logits.detach(), loss.detach(), grad]
+        totals = parts if not totals else [t + p for t, p in zip(totals, parts, strict=True)]
+    if n > 1:
+        totals = [t / n for t in totals]
+    return totals[0], totals[1], totals[2]
+
+
 def succeeded(
     logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None, margin: float = 0.0
 ) -> torch.Tensor:

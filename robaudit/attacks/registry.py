@@ -199,8 +199,54 @@ register(
         threat_models=("linf", "l2", "l1"),
         needs="gradients",
         deterministic=True,
-        cost_rank=1,
+        cost_rank=10,
         implementation="robaudit.attacks.pgd:PGD",
+    )
+)
+
+
+class APGDSettings(AttackSettings):
+    steps: int = Field(default=100, gt=0, description="APGD iterations (apgd-t: per target).")
+    restarts: int = Field(default=1, gt=0, description="APGD random restarts (apgd-t: per target).")
+    loss: Literal["ce", "dlr"] = Field(
+        default="ce", description="APGD loss: ce (cross-entropy) or dlr (Croce & Hein 2020)."
+    )
+    eot: int = Field(default=1, gt=0, description="Gradient samples averaged per step (EOT).")
+
+
+register(
+    AttackInfo(
+        name="apgd",
+        summary="APGD (Croce & Hein 2020): PGD with an adaptive step, momentum and the CE or DLR loss",
+        settings=APGDSettings,
+        threat_models=("linf", "l2", "l1"),
+        needs="gradients",
+        deterministic=True,
+        cost_rank=20,
+        implementation="robaudit.attacks.apgd:APGD",
+    )
+)
+
+
+class APGDTSettings(AttackSettings):
+    steps: int = Field(default=100, gt=0, description="APGD iterations (apgd-t: per target).")
+    restarts: int = Field(default=1, gt=0, description="APGD random restarts (apgd-t: per target).")
+    n_targets: int = Field(
+        default=9, gt=0, description="APGD-T: the most likely other classes it targets, one run each."
+    )
+    eot: int = Field(default=1, gt=0, description="Gradient samples averaged per step (EOT).")
+
+
+register(
+    AttackInfo(
+        name="apgd-t",
+        summary="APGD-T (Croce & Hein 2020): targeted DLR against the k most likely other classes",
+        settings=APGDTSettings,
+        threat_models=("linf", "l2", "l1"),
+        needs="gradients",
+        deterministic=True,
+        cost_rank=30,
+        implementation="robaudit.attacks.apgd:APGDT",
     )
 )
 
@@ -219,8 +265,27 @@ register(
         threat_models=("l0",),
         needs="scores",
         deterministic=True,
-        cost_rank=2,
+        cost_rank=70,
         implementation="robaudit.attacks.onepixel:OnePixel",
+    )
+)
+
+
+class SquareSettings(AttackSettings):
+    queries: int = Field(default=5000, gt=0, description="Square: model queries per sample and restart.")
+    restarts: int = Field(default=1, gt=0, description="Square: random restarts.")
+
+
+register(
+    AttackInfo(
+        name="square",
+        summary="Square attack (Andriushchenko et al. 2020): score-based random search, linf",
+        settings=SquareSettings,
+        threat_models=("linf",),
+        needs="scores",
+        deterministic=True,
+        cost_rank=50,
+        implementation="robaudit.attacks.square:Square",
     )
 )
 
@@ -237,7 +302,7 @@ register(
         threat_models=("linf", "l2", "l1"),
         needs="gradients",
         deterministic=False,
-        cost_rank=3,
+        cost_rank=90,
         implementation="robaudit.attacks.art:ArtAttack",
     )
 )

@@ -8,7 +8,7 @@ same for one process as for many.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -52,6 +52,28 @@ def shard_grid(n: int, batch_size: int) -> list[np.ndarray]:
     return [np.arange(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
+def run_grid_shard(
+    adapter: ModelAdapter,
+    dataset: Dataset,
+    stages: Sequence[Stage],
+    settings: ShardSettings,
+    positions: np.ndarray,
+    indices: np.ndarray,
+    failed: Collection[RecordKey] = (),
+    on_stage: Callable[[str], None] | None = None,
+) -> SampleRecords:
+    """One shard of the grid, run ``settings.batch_size`` samples at a time: a shard larger than the
+    batch (``--shard-size``) is its batches merged, the same records per-sample seeds give any batching."""
+    pieces = [
+        run_shard(adapter, dataset, stages, settings, positions[p], indices[p], failed, on_stage)
+        for p in shard_grid(len(positions), settings.batch_size)
+    ]
+    if len(pieces) == 1:
+        return pieces[0]
+    layout = RecordLayout.of(stages, targeted=settings.target != "none")
+    return merge_shards(pieces, layout, settings.gallery_size)
+
+
 class _Bars:
     """One task over all samples: a shard runs the clean pass and every attack on its samples, so the
     samples done are the one honest measure of the run's progress. What runs now goes to ``stage``."""
@@ -75,8 +97,11 @@ def run_shards(
     *,
     progress: ProgressSink | None = None,
     run_dir: RunDir | None = None,
+    shard_size: int | None = None,
 ) -> SampleRecords:
     """The clean pass and every stage's cascade over the samples ``indices``, one shard at a time.
+
+    ``shard_size``: the grid's step (default: the batch size); ``audit.distributed`` cuts the same grid.
 
     Shards saved in ``run_dir`` are loaded rather than run; each one run is saved there as it finishes.
     Ctrl-C ends the run: the records then cover the shards that finished, with ``interrupted`` set.
@@ -87,7 +112,7 @@ def run_shards(
     failed: dict[RecordKey, str] = {}  # an attack that failed on one shard is not run on the later ones
     interrupted = False
     try:
-        for positions in shard_grid(len(indices), settings.batch_size):
+        for positions in shard_grid(len(indices), shard_size or settings.batch_size):
             idx = indices[positions]
             loaded = None
             if run_dir is not None:  # a shard done before an interruption
@@ -96,7 +121,7 @@ def run_shards(
             shard = (
                 loaded
                 if loaded is not None
-                else run_shard(adapter, dataset, stages, settings, positions, idx, failed, bars.stage)
+                else run_grid_shard(adapter, dataset, stages, settings, positions, idx, failed, bars.stage)
             )
             bars.finished(len(positions))
             if run_dir is not None and loaded is None:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from robaudit.attacks import rng
+from robaudit.attacks.apgd import APGD, APGDT
 from robaudit.attacks.norms import lp_norm
 from robaudit.attacks.pgd import PGD
 from robaudit.attacks.rng import sample_seeds
@@ -311,7 +312,7 @@ def attack_step(
     conversion = on_conversion(adapter, attack)
     model_fn = adapter.logits if conversion else adapter.predict_logits
     run = attack
-    if conversion and isinstance(attack, PGD) and adapter.capabilities.attack_margin > 0:
+    if conversion and isinstance(attack, (PGD, APGD, APGDT)) and adapter.capabilities.attack_margin > 0:
         # A surrogate's hit must hold on the model too (the probes use the same margin).
         run = replace(attack, min_margin=adapter.capabilities.attack_margin)
     x_adv = run(model_fn, x, y, eps=eps, norm=norm, seeds=seeds, targets=targets)

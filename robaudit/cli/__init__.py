@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from robaudit import __version__
-from robaudit.cli import profile_cmd, report_cmd, scan
+from robaudit.cli import profile_cmd, report_cmd, scan, transfer_cmd
 from robaudit.cli.common import EXIT_CODES_HELP, log_to_stderr
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ def _root(
 
 app.command("scan", epilog=EXIT_CODES_HELP)(scan.scan)
 app.command("report", epilog=EXIT_CODES_HELP)(report_cmd.report)
+app.command("transfer", epilog=EXIT_CODES_HELP)(transfer_cmd.transfer)
 app.add_typer(profile_cmd.profile_app, name="profile")
 
 

@@ -93,6 +93,13 @@ Seed = Annotated[int, _option("seed", panel=RUN_PANEL)]
 ChannelsLast = Annotated[bool, _option("channels_last", "--channels-last", panel=RUN_PANEL)]
 Tf32 = Annotated[bool, _option("tf32", "--tf32", panel=RUN_PANEL)]
 RunDir = Annotated[Path | None, _option("run_dir", panel=RUN_PANEL)]
+# Rich reads [ray] as markup: escaped here, not in the field (profile init prints it as written).
+Workers = Annotated[str, _option("workers", panel=RUN_PANEL, help=describe("workers").replace("[", "\\["))]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(envvar="RAY_ADDRESS", help=describe("ray_address"), rich_help_panel=RUN_PANEL),
+]
+ShardSize = Annotated[int | None, _option("shard_size", panel=RUN_PANEL)]
 Resume = Annotated[
     Path | None,
     typer.Option(

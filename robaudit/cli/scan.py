@@ -27,6 +27,8 @@ _NOT_SETTINGS = (
     "no_checks",
 )
 
+_PLACEMENT = ("workers", "ray_address")  # settings --resume takes: they place the work, not change it
+
 
 def scan(
     ctx: typer.Context,
@@ -72,6 +74,9 @@ def scan(
     junit_path: o.JunitPath = None,
     strict: o.Strict = False,
     run_dir: o.RunDir = None,
+    workers: o.Workers = str(o.DEFAULT["workers"]),
+    ray_address: o.RayAddress = None,
+    shard_size: o.ShardSize = None,
     resume: o.Resume = None,
     no_checks: o.NoChecks = False,
     debug: o.Debug = False,
@@ -163,6 +168,8 @@ def _resumed(ctx: typer.Context, resume: Path, flags: dict[str, Any], profile: s
     from robaudit.audit.checkpoint import RunDir
     from robaudit.config import AuditConfig
 
+    # Where the shards run changes no result, so a run may resume on another number of workers.
+    placement = {p: flags.pop(p) for p in _PLACEMENT if p in flags}
     if flags or profile is not None:
         got = _flag(ctx, next(iter(flags))) if flags else "--profile"
         fail(
@@ -173,7 +180,11 @@ def _resumed(ctx: typer.Context, resume: Path, flags: dict[str, Any], profile: s
         config = AuditConfig.model_validate_json(RunDir(resume).read_config())
     except ValidationError:
         fail(f"--resume {resume}: its config.json is not a robaudit run configuration", ExitCode.INPUT_ERROR)
-    return config.model_copy(update={"run": config.run.model_copy(update={"run_dir": resume})})
+    try:
+        run = type(config.run).model_validate({**config.run.model_dump(), **placement, "run_dir": resume})
+    except ValidationError as exc:
+        fail(_validation_line(ctx, exc), ExitCode.USAGE_ERROR)
+    return config.model_copy(update={"run": run})
 
 
 def _validation_line(ctx: typer.Context, exc: Any) -> str:

@@ -372,6 +372,33 @@ class RunSettings(Section):
         default=None,
         description="Save finished batches in this folder, so an interrupted run can --resume.",
     )
+    # Where the shards run (audit/distributed.py); results do not depend on it, so --resume may change it.
+    workers: int | Literal["auto"] = Field(
+        default=0,
+        description="Ray workers (needs pip install 'robaudit[ray]'): 0 runs in this process; auto: one per "
+        "GPU (at least one).",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="Join this Ray cluster (or RAY_ADDRESS) instead of starting a local Ray runtime.",
+    )
+    shard_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Samples per shard, the unit handed to a worker and saved in --run-dir. Default: the "
+        "batch size.",
+    )
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers_valid(cls, value: object) -> int | str:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        raise ValueError(f"must be a whole number of workers (0: in this process) or auto, not {value!r}")
 
     @field_validator("batch_size", mode="before")
     @classmethod

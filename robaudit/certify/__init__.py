@@ -1,0 +1,1 @@
+"""Certified lower bounds on robust accuracy: bound propagation over a chain of supported layers."""

@@ -1,0 +1,204 @@
+"""Bound propagation over a chain of ops: IBP (Gowal et al. 2018) and CROWN (Zhang et al. 2018).
+
+The input set is the threat-model ball around x0 intersected with the pixel box [0, 1]^n.
+
+- L∞: the ball ∩ box is itself a box, so a linear function's minimum over it is exact.
+- L2: the minimum of a·x over {||x - x0||₂ ≤ eps} ∩ box is bounded from below by Lagrangian weak
+  duality: for every μ ≥ 0, min over the box of a·x + μ/2 (||x - x0||² - eps²) is a lower bound (it
+  separates per coordinate: x_i = clip(x0_i - a_i/μ, box)). We take the best of a grid of μ around the
+  ball's own optimum ||a||/eps, and the box bound (the set lies in the L∞ cube of radius eps ∩ box too).
+  Every candidate is a valid lower bound of the same minimum, so their maximum is one as well; per
+  coordinate mixing of the two sets would not be, and is not done.
+
+CROWN uses the adaptive lower slope for unstable ReLUs (1 when u > -l, else 0) and the chord above.
+Intermediate bounds come from CROWN where the layer is small enough (``crown_budget`` elements per
+backward pass), otherwise from IBP, and are always intersected with IBP's (both are sound). MaxPool
+(non-overlapping) is relaxed by the input with the largest lower bound below and by the window's
+largest upper bound above (exact when one input dominates).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from robaudit.certify.ops import LINEAR_OPS, Linear, MaxPool, Op, ReLU
+
+Bounds = tuple[torch.Tensor, torch.Tensor]
+_MU_GRID = tuple(2.0**k for k in range(-8, 5))
+
+
+@dataclass(frozen=True)
+class InputSet:
+    """The threat-model ball around ``x0`` (N, *shape) intersected with the box [0, 1]."""
+
+    x0: torch.Tensor
+    eps: float
+    norm: str  # linf | l2
+
+    @property
+    def box(self) -> Bounds:
+        return (self.x0 - self.eps).clamp(0.0, 1.0), (self.x0 + self.eps).clamp(0.0, 1.0)
+
+    def minimise(self, lam: torch.Tensor) -> torch.Tensor:
+        """A lower bound of min over the set of lam·x, lam (N, M, *shape) -> (N, M)."""
+        lo, hi = (t.flatten(1).unsqueeze(1) for t in self.box)
+        a = lam.flatten(2)
+        box = (a.clamp_min(0) * lo + a.clamp_max(0) * hi).sum(-1)
+        if self.norm != "l2" or self.eps == 0:
+            return box
+        x0 = self.x0.flatten(1).unsqueeze(1)
+        best = box
+        ball = a.norm(dim=-1, keepdim=True).clamp_min(1e-30) / self.eps
+        for factor in _MU_GRID:
+            mu = ball * factor
+            x = torch.minimum(torch.maximum(x0 - a / mu, lo), hi)
+            value = (a * x).sum(-1) + mu[..., 0] / 2 * (((x - x0) ** 2).sum(-1) - self.eps**2)
+            best = torch.maximum(best, value)
+        return best
+
+
+def _relax_back(op: Op, lam: torch.Tensor, bounds: Bounds | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Carry lam (N, M, *out) back through one op for a lower bound: (new lam, constant term)."""
+    if isinstance(op, LINEAR_OPS):
+        return op.back(lam)
+    assert bounds is not None
+    lo, hi = (t.unsqueeze(1) for t in bounds)
+    pos, neg = lam.clamp_min(0), lam.clamp_max(0)
+    if isinstance(op, ReLU):
+        unstable = (lo < 0) & (hi > 0)
+        up = torch.where(hi <= 0, 0.0, torch.where(lo >= 0, 1.0, hi / (hi - lo).clamp_min(1e-30)))
+        low = torch.where(hi <= 0, 0.0, torch.where(lo >= 0, 1.0, (hi > -lo).to(lam.dtype)))
+        const = torch.where(unstable, -up * lo, 0.0)
+        return pos * low + neg * up, (neg * const).flatten(2).sum(-1)
+    assert isinstance(op, MaxPool)
+    n, m, c, h, w = lam.shape
+    k = op.kernel
+    lo0, hi0 = bounds
+    _, idx = torch.nn.functional.max_pool2d(lo0, k, k, return_indices=True)
+    lo_best = torch.nn.functional.max_pool2d(lo0, k, k)
+    masked = hi0.flatten(2).scatter(2, idx.flatten(2), -math.inf).view_as(hi0)
+    others = torch.nn.functional.max_pool2d(masked, k, k)
+    top = torch.nn.functional.max_pool2d(hi0, k, k)
+    decided = (lo_best >= others).unsqueeze(1)
+    through = pos + torch.where(decided, neg, 0.0)
+    const = (torch.where(decided, 0.0, neg) * top.unsqueeze(1)).flatten(2).sum(-1)
+    spread = torch.zeros((n, m, c, lo0.shape[-2] * lo0.shape[-1]), dtype=lam.dtype, device=lam.device)
+    spread.scatter_(3, idx.flatten(2).unsqueeze(1).expand(n, m, c, h * w), through.flatten(3))
+    return spread.view(n, m, *lo0.shape[1:]), const
+
+
+def backward_bound(
+    ops: list[Op], upto: int, lam: torch.Tensor, pre: list[Bounds | None], inputs: InputSet
+) -> torch.Tensor:
+    """CROWN lower bound of lam·(output of ops[:upto]) over the input set, (N, M)."""
+    const = lam.new_zeros(lam.shape[:2])
+    for i in range(upto - 1, -1, -1):
+        lam, c = _relax_back(ops[i], lam, pre[i])
+        const = const + c
+    return inputs.minimise(lam) + const
+
+
+def sizes(ops: list[Op], x0: torch.Tensor) -> list[int]:
+    """Elements per sample of the input of each op, and of the output last."""
+    probe = x0[:1]
+    out = [probe[0].numel()]
+    for op in ops:
+        probe = op.forward(probe)
+        out.append(probe[0].numel())
+    return out
+
+
+def _layer_bounds(
+    ops: list[Op], upto: int, pre: list[Bounds | None], inputs: InputSet, shape: torch.Size, budget: int
+) -> Bounds:
+    """CROWN bounds on every element of the output of ops[:upto], specs in chunks within ``budget``."""
+    n = shape[0]
+    size = math.prod(shape[1:])
+    widest = max(sizes(ops[:upto], inputs.x0))
+    chunk = max(1, budget // max(1, 2 * n * widest))
+    lows, highs = [], []
+    eye = torch.eye(size, dtype=inputs.x0.dtype, device=inputs.x0.device)
+    for start in range(0, size, chunk):
+        rows = eye[start : start + chunk].reshape(-1, *shape[1:])
+        lam = torch.cat([rows, -rows]).unsqueeze(0).expand(n, *(-1,) * rows.ndim)
+        bound = backward_bound(ops, upto, lam, pre, inputs)
+        lows.append(bound[:, : len(rows)])
+        highs.append(-bound[:, len(rows) :])
+    return torch.cat(lows, 1).view(shape), torch.cat(highs, 1).view(shape)
+
+
+def crown_pre_bounds(
+    ops: list[Op], inputs: InputSet, method: str, budget: int = 2**25, crown_max: int = 4096
+) -> list[Bounds | None]:
+    """Bounds on the input of each nonlinear op (None for linear ops).
+
+    IBP throughout, tightened where it pays: under L2 the affine part before the first nonlinearity
+    is bounded by the dual above (intervals would start from the loose cube), and with CROWN every
+    later layer of at most ``crown_max`` elements gets CROWN's bounds (one backward pass per element,
+    so wider layers keep IBP's). Tightened bounds are the intersection with IBP's: both are sound.
+    """
+    pre: list[Bounds | None] = [None] * len(ops)
+    lo, hi = inputs.box
+    prefix = True  # no nonlinearity yet
+    for i, op in enumerate(ops):
+        if isinstance(op, LINEAR_OPS):
+            lo, hi = op.ibp(lo, hi)
+            continue
+        size = math.prod(lo.shape[1:])
+        tighten = (prefix and inputs.norm == "l2" and i > 0) or (
+            not prefix and method != "ibp" and size <= crown_max
+        )
+        if tighten:
+            cl, ch = _layer_bounds(ops, i, pre, inputs, lo.shape, budget)
+            lo, hi = torch.maximum(lo, cl), torch.minimum(hi, ch)
+        prefix = False
+        pre[i] = (lo, hi)
+        lo, hi = op.ibp(lo, hi)
+    return pre
+
+
+def margin_specs(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch.Tensor:
+    """(N, K-1, K): the rows e_y - e_j for every class j other than the label."""
+    eye = torch.eye(num_classes, dtype=dtype, device=y.device)
+    rows = eye[y].unsqueeze(1) - eye.unsqueeze(0)  # (N, K, K)
+    keep = ~torch.nn.functional.one_hot(y, num_classes).bool()
+    return rows[keep].view(len(y), num_classes - 1, num_classes)
+
+
+def margin_lower_bounds(
+    ops: list[Op], inputs: InputSet, y: torch.Tensor, method: str, num_classes: int
+) -> tuple[torch.Tensor, list[Bounds | None]]:
+    """Lower bounds (N, K-1) on logit_y - logit_j over the input set, by ``method`` (ibp | crown), and
+    the bounds on each nonlinear op's input they used.
+
+    The margin is folded into the last linear layer (IBP bounds c·W, not c applied to intervals).
+    CROWN's figure is the larger of CROWN's and IBP's per spec: both are sound, so CROWN is never
+    looser than IBP.
+    """
+    pre = crown_pre_bounds(ops, inputs, method)
+    specs = margin_specs(y, num_classes, inputs.x0.dtype)
+    last = ops[-1]
+    if isinstance(last, Linear):
+        lo, hi = _interval_from(ops[:-1], pre, inputs)
+        w = specs @ last.weight  # (N, K-1, in)
+        c, r = ((hi + lo) / 2).unsqueeze(1), ((hi - lo) / 2).unsqueeze(1)
+        ibp_bound = (w * c).sum(-1) - (w.abs() * r).sum(-1) + specs @ last.bias
+    else:
+        lo, hi = _interval_from(ops, pre, inputs)
+        pos, neg = specs.clamp_min(0), specs.clamp_max(0)
+        ibp_bound = (pos * lo.unsqueeze(1) + neg * hi.unsqueeze(1)).sum(-1)
+    if method == "ibp":
+        return ibp_bound, pre
+    return torch.maximum(ibp_bound, backward_bound(ops, len(ops), specs, pre, inputs)), pre
+
+
+def _interval_from(ops: list[Op], pre: list[Bounds | None], inputs: InputSet) -> Bounds:
+    """Interval bounds on the output of ``ops``, restarting from the last nonlinear op's bounds."""
+    last = max((i for i, b in enumerate(pre[: len(ops)]) if b is not None), default=None)
+    start, (lo, hi) = (0, inputs.box) if last is None else (last, pre[last])  # type: ignore[misc]
+    for op in ops[start:]:
+        lo, hi = op.ibp(lo, hi)
+    return lo, hi
