@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def lenet() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
-    torch.set_num_threads(1)
     model = torch.jit.load(str(ROOT / "sample_models" / "mnist_cnn.pt")).eval()
     data = np.load(ROOT / "sample_models" / "mnist_holdout.npz")
     x = torch.from_numpy(data["x"][:48, None].astype(np.float32) / 255)
