@@ -692,10 +692,29 @@ def test_eps_matches_at_the_precision_written(text: str, value: float | None) ->
         assert "eps=8/255" in outcome.message and text.split("@")[1].split("=")[0] in outcome.name
 
 
-def test_a_fraction_matches_exactly() -> None:
-    # 8/255 written as a fraction is exact: a run at 0.0314 has no row 8/255
+def test_a_fraction_matches_a_run_eps_written_as_its_rounding() -> None:
+    # a run written at 0.0314 (a profile's threat.eps) ran 8/255 as its author wrote it to 4 decimals
     outcome = _one(_at(fixed_result(), 0.0314), _min("robust_accuracy@linf:8/255=0.3"))
+    assert outcome.passed and outcome.value == pytest.approx(0.40)
+
+
+@pytest.mark.parametrize(
+    ("row_eps", "check"),
+    [
+        (0.0313, "8/255"),  # 8/255 = 0.031372... is not 0.0313 to 4 decimals
+        (0.03, "8/255"),  # two significant digits: a budget of its own, not a rounding of 8/255
+        (0.1, "1/8"),  # one significant digit: 0.125 rounds to it, but 0.1 is not 1/8
+    ],
+)
+def test_a_fraction_does_not_match_a_coarse_or_different_run_eps(row_eps: float, check: str) -> None:
+    outcome = _one(_at(fixed_result(), row_eps), _min(f"robust_accuracy@linf:{check}=0.3"))
     assert not outcome.passed and outcome.value is None
+
+
+def test_a_fraction_that_rounds_to_two_run_eps_is_refused() -> None:
+    outcome = _one(_at(fixed_result(), 0.0314, 0.03137), _min("robust_accuracy@linf:8/255=0.3"))
+    assert not outcome.passed and outcome.value is None
+    assert "worst-case:linf:0.0314 and worst-case:linf:0.03137" in outcome.message
 
 
 def test_an_eps_that_rounds_from_two_rows_is_refused_naming_both() -> None:
@@ -745,8 +764,9 @@ def test_a_profile_gate_at_the_precision_written() -> None:
         UsageError, match=r"^p.yaml: gate.checks\[0\]: eps 0.03 matches linf eps 0.031 and 0.032"
     ):
         check_runnable(parse_profile(profile("0.031, 0.032", "0.03"), "p.yaml"), "p.yaml")
-    with pytest.raises(UsageError, match="runs linf at eps 8/255 .it runs linf 0.0314"):
-        check_runnable(parse_profile(profile("0.0314", "8/255"), "p.yaml"), "p.yaml")
+    check_runnable(parse_profile(profile("0.0314", "8/255"), "p.yaml"), "p.yaml")  # 8/255 to 4 decimals
+    with pytest.raises(UsageError, match="runs linf at eps 8/255 .it runs linf 0.03\\)"):
+        check_runnable(parse_profile(profile("0.03", "8/255"), "p.yaml"), "p.yaml")
 
 
 def test_eps_is_printed_the_same_way_in_every_report_and_message() -> None:

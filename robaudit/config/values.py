@@ -115,8 +115,24 @@ def eps_match(written: float, decimals: int | None, eps: float) -> bool:
 
 def eps_picks(written: float, decimals: int | None, candidates: Iterable[float]) -> list[float]:
     """The candidates an eps written as ``written`` (with ``decimals``) picks: the one equal to it if
-    there is one (``0.03`` picks 0.03 beside 8/255), else every one that rounds to it; two or more
-    picked is an ambiguous eps, for the caller to refuse."""
+    there is one (``0.03`` picks 0.03 beside 8/255), else every one that rounds to it; for an exact eps
+    (``8/255``, ``decimals`` None), every candidate written as a decimal it rounds to (a run at 0.0314).
+    Two or more picked is an ambiguous eps, for the caller to refuse."""
     values = list(dict.fromkeys(candidates))
     equal = [e for e in values if abs(e - written) <= EPS_TOLERANCE]
-    return equal or [e for e in values if eps_match(written, decimals, e)]
+    if equal or decimals is not None:
+        return equal or [e for e in values if eps_match(written, decimals, e)]
+    return [e for e in values if _written_as_rounding_of(e, written)]
+
+
+def _written_as_rounding_of(row_eps: float, exact: float) -> bool:
+    """Whether a run's eps, written as a decimal (``threat.eps: [0.0314]``), stands for an exact eps a
+    check names (``8/255``): the exact one rounds to it at the decimals the run wrote. Only a decimal of
+    three or more significant digits stands for a fraction: 0.03 is a budget of its own, not 8/255, and
+    1/8 is not the 0.1 of a run."""
+    decimals = eps_decimals(row_eps)
+    if decimals is None or decimals > 12:  # 0.0313725490196... is the fraction itself, not a rounding
+        return False
+    if len(Decimal(repr(row_eps)).normalize().as_tuple().digits) < 3:
+        return False
+    return eps_match(row_eps, decimals, exact)
