@@ -8,8 +8,9 @@ repository root:
 
     python benchmarks/transfer_cost.py --rounds 3 --threads 1
 
-Prints, per round, the three scans' wall time (their sum), the transfer's, and the ratio; then the
-median of each, and the transfer's own breakdown (attack vs cross-evaluation seconds) from its timings.
+Prints, per round, the three scans' wall time (their sum), the transfer's, and the ratio, each also as
+the process's CPU time (which other jobs on a shared machine inflate less); then the medians, and the
+transfer's own breakdown (loading, attacks, evaluations) from its timings.
 """
 
 from __future__ import annotations
@@ -52,22 +53,27 @@ def main() -> None:
         )
         for name in args.models.split(",")
     ]
-    scans, transfers = [], []
+    scans, transfers, scans_cpu, transfers_cpu = [], [], [], []
     result = None
     for r in range(args.rounds):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for config in configs:
             run_audit(config)
         scans.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        scans_cpu.append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
         result = run_transfer(configs, "all")
         transfers.append(time.perf_counter() - start)
+        transfers_cpu.append(time.process_time() - cpu)
         print(
-            f"round {r + 1}: scans {scans[-1]:.2f} s, transfer {transfers[-1]:.2f} s, ratio {transfers[-1] / scans[-1]:.2f}"
+            f"round {r + 1}: scans {scans[-1]:.2f} s (CPU {scans_cpu[-1]:.2f} s), transfer {transfers[-1]:.2f} s "
+            f"(CPU {transfers_cpu[-1]:.2f} s), wall ratio {transfers[-1] / scans[-1]:.2f}"
         )
-    s, t = statistics.median(scans), statistics.median(transfers)
+    med = statistics.median
     print(
-        f"median over {args.rounds} rounds ({args.threads} thread(s)): three scans {s:.2f} s, transfer {t:.2f} s, ratio {t / s:.2f}"
+        f"median over {args.rounds} rounds ({args.threads} thread(s)): three scans {med(scans):.2f} s, transfer "
+        f"{med(transfers):.2f} s, wall ratio {med(transfers) / med(scans):.2f}; CPU time: scans {med(scans_cpu):.2f} s, "
+        f"transfer {med(transfers_cpu):.2f} s, ratio {med(transfers_cpu) / med(scans_cpu):.2f}"
     )
     assert result is not None
     timings = result.timings

@@ -102,9 +102,8 @@ def _prepare_with(
             "sample_models/mnist_holdout.npz",
         )
     restore = handle.restore
-    if (
-        config.model.surrogate is not None
-    ):  # the transfer attacks join before the target's gradients are checked
+    # The transfer attacks join before the target's gradients are checked: they need none of its own.
+    if config.model.surrogate is not None:
         attacks, restore = _with_surrogate(
             config, dataset, probe, adapter, attacks, overrides, handle.restore
         )
