@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -19,6 +20,7 @@ from robaudit.config import AuditConfig
 from robaudit.gate.parse import parse_threshold
 from robaudit.results import WORST_CASE
 from sample_models.lenet import LeNet
+from tests.conftest import unconvertible_model
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "sample_models"
@@ -107,3 +109,26 @@ def test_cli_missing_surrogate_is_a_one_line_error(tmp_path: Path) -> None:
     assert res.exit_code == 3, res.output
     assert "--surrogate" in res.output and "nope.pt: no such model file" in res.output
     assert "Traceback" not in res.output
+
+
+class _Brightest(torch.nn.Module):
+    """A differentiable stand-in for the QuickGelu graph: the logits are the pixels themselves."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) * 10
+
+
+def test_a_model_without_gradients_is_attacked_through_the_surrogate(tmp_path: Path) -> None:
+    model = unconvertible_model(tmp_path / "quickgelu.onnx")  # ONNX Runtime only: no gradients
+    surrogate = tmp_path / "brightest.pt"
+    torch.jit.save(torch.jit.trace(_Brightest(), torch.zeros(1, 1, 4, 4)), str(surrogate))
+    g = np.random.default_rng(0)
+    x = (g.random((24, 1, 4, 4)) * 0.8).astype(np.float32)
+    data = tmp_path / "bright.npz"
+    np.savez(data, x=x, y=x.reshape(24, 16).argmax(1))
+    config = AuditConfig(model=model, data=str(data), eps=(0.3,), checks=False, surrogate=surrogate)
+    result = run_audit(config)
+    assert result.model.gradients is False
+    assert [r.attack for r in result.rows] == ["transfer:fgsm", WORST_CASE]  # fgsm itself cannot run
+    assert result.rows[0].n_robust < result.rows[0].n_clean_correct == 24  # ONNX Runtime confirms the hits
+    assert not [f for f in result.flags if f.code == "transfer-beats-white-box"]  # no white-box to beat
