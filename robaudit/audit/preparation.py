@@ -14,6 +14,7 @@ import torch
 from robaudit.audit.attack_plan import build_attacks, threat_overrides
 from robaudit.audit.batching import choose as choose_batch_size
 from robaudit.audit.plan import Stage, plan_cascade
+from robaudit.audit.surrogate import load_surrogate, transfer_attacks
 from robaudit.config import DEFAULT_BATCH_SIZE
 from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
@@ -100,6 +101,12 @@ def _prepare_with(
             "robaudit's sample models (0-7999); audit those on their holdout set, --data "
             "sample_models/mnist_holdout.npz",
         )
+    restore = handle.restore
+    # The transfer attacks join before the target's gradients are checked: they need none of its own.
+    if config.model.surrogate is not None:
+        attacks, restore = _with_surrogate(
+            config, dataset, probe, adapter, attacks, overrides, handle.restore
+        )
     attacks = _runnable_attacks(config, adapter, attacks, notes)
     if (
         config.threat.target not in ("none", "random", "least-likely")
@@ -111,7 +118,36 @@ def _prepare_with(
     if config.reports.radius_bisect and config.threat.target != "none":
         raise UsageError("--radius-bisect: bisects the untargeted radius; drop --target or --radius-bisect")
     stages = plan_cascade(attacks, config.threat.norms, config.threat.eps, 1, overrides)  # type: ignore[arg-type]
-    return Prepared(adapter, dataset, indices, stages, notes, timings, handle.restore, batch_size)
+    return Prepared(adapter, dataset, indices, stages, notes, timings, restore, batch_size)
+
+
+def _with_surrogate(
+    config: AuditConfig,
+    dataset: Dataset,
+    probe: torch.Tensor,
+    adapter: ModelAdapter,
+    attacks: list[Attack],
+    overrides: dict[str, tuple[object, object]],
+    target_restore: Callable[[], None],
+) -> tuple[list[Attack], Callable[[], None]]:
+    """The run's attacks plus a transfer attack per gradient attack (``--surrogate``), each under its
+    attack's own threat models; and a restore that also lets go of the surrogate."""
+    surrogate, handle = load_surrogate(config, dataset.sample_shape, probe, adapter.num_classes)
+    extra = transfer_attacks(attacks, surrogate)
+    if not extra:
+        handle.restore()
+        raise UsageError(
+            "--surrogate: the run has no gradient attack to run on it; add --attack fgsm or --attack pgd"
+        )
+    overrides.update({t.name: overrides[t.inner.name] for t in extra})
+
+    def restore() -> None:
+        try:
+            target_restore()
+        finally:
+            handle.restore()
+
+    return [*attacks, *extra], restore
 
 
 def _open_data(config: AuditConfig, handle: ModelHandle) -> tuple[Dataset, str, np.ndarray]:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         pixel_attack_inside_ball,
         reliability_flags,
         runtime_transfer,
+        transfer_beats_white_box,
     )
     from robaudit.checks.probes import PROBE_SAMPLES, probe_flags, probe_samples
 
@@ -33,6 +34,7 @@ _HOMES = {
     "pixel_attack_inside_ball": "robaudit.checks.flags",
     "reliability_flags": "robaudit.checks.flags",
     "runtime_transfer": "robaudit.checks.flags",
+    "transfer_beats_white_box": "robaudit.checks.flags",
     "PROBE_SAMPLES": "robaudit.checks.probes",
     "probe_flags": "robaudit.checks.probes",
     "probe_samples": "robaudit.checks.probes",
@@ -49,6 +51,7 @@ __all__ = [
     "probe_samples",
     "reliability_flags",
     "runtime_transfer",
+    "transfer_beats_white_box",
 ]
 
 

@@ -97,7 +97,44 @@ def attack_failed(result: AuditResult) -> list[Flag]:
     ]
 
 
-CHECKS = (clean_sanity, runtime_transfer, eps_monotonicity, attack_failed)
+TRANSFER_PREFIX = "transfer:"  # audit.surrogate's row names; not imported, to keep this module free of torch
+
+
+def transfer_beats_white_box(result: AuditResult) -> list[Flag]:
+    """Examples made on a surrogate (``--surrogate``) that fool samples every white-box attack missed:
+    the model's own gradients mislead its attacks (masked gradients; Athalye et al. 2018, Carlini et al.
+    2019). The cascade runs the transfer rows after every white-box gradient attack of their stage, so a
+    transfer row's newly fooled samples are exactly those."""
+    flags = []
+    for norm, eps in dict.fromkeys((r.norm, r.eps) for r in result.rows):
+        stage = [r for r in result.rows if (r.norm, r.eps) == (norm, eps) and r.attack != WORST_CASE]
+        first = next((i for i, r in enumerate(stage) if r.attack.startswith(TRANSFER_PREFIX)), None)
+        if first is None:
+            continue
+        white = [r.attack for r in stage[:first] if r.error is None]
+        transfer = [r for r in stage[first:] if r.attack.startswith(TRANSFER_PREFIX)]
+        beaten = sum(r.n_fooled_by_attack or 0 for r in transfer)
+        if not white or not beaten:
+            continue  # nothing white-box ran to compare with (a model without gradients), or nothing won
+        flags.append(
+            Flag(
+                code="transfer-beats-white-box",
+                message=(
+                    f"{norm} eps={eps_text(norm, eps)}: examples made on the surrogate "
+                    f"({', '.join(r.attack for r in transfer)}) fooled {beaten} samples that every white-box "
+                    f"attack ({', '.join(white)}) missed (Athalye et al. 2018)"
+                ),
+                advice=(
+                    "the model's gradients mislead its attacks (masked or saturated outputs?): white-box robust "
+                    "accuracy is overstated; the worst case counts the transfer rows, keep --surrogate and add "
+                    "gradient-free attacks (square)"
+                ),
+            )
+        )
+    return flags
+
+
+CHECKS = (clean_sanity, runtime_transfer, eps_monotonicity, attack_failed, transfer_beats_white_box)
 
 
 def reliability_flags(result: AuditResult) -> list[Flag]:

@@ -82,6 +82,7 @@ Std = Annotated[str | None, _option("std", panel=MODEL_PANEL)]
 Layout = Annotated[str, _option("layout", panel=MODEL_PANEL)]
 Output = Annotated[str, _option("output", panel=MODEL_PANEL)]
 Arch = Annotated[str | None, _option("arch", panel=MODEL_PANEL)]
+Surrogate = Annotated[Path | None, _option("surrogate", panel=MODEL_PANEL)]
 ArchKwargs = Annotated[
     str, _option("arch_kwargs", panel=MODEL_PANEL, help="JSON keyword arguments for --arch.")
 ]

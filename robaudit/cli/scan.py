@@ -51,6 +51,7 @@ def scan(
     layout: o.Layout = o.DEFAULT["layout"],
     output: o.Output = o.DEFAULT["output"],
     arch: o.Arch = None,
+    surrogate: o.Surrogate = None,
     arch_kwargs: o.ArchKwargs = "{}",
     trust_model: o.TrustModel = False,
     device: o.Device = o.DEFAULT["device"],

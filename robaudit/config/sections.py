@@ -53,6 +53,12 @@ class ModelSettings(Section):
         description="Model file: .onnx, TorchScript, .pt2 (torch.export), or a state_dict (.pt or "
         ".safetensors) with arch.",
     )
+    surrogate: Path | None = Field(
+        default=None,
+        description="Transfer attack: run the gradient attacks on this model file too and try their examples "
+        "on the audited model (rows transfer:ATTACK, counted in the worst case), for a model whose gradients "
+        "are missing or distrusted. It takes the audited model's preprocessing options.",
+    )
     arch: str | None = Field(
         default=None,
         description="package.module:ClassName, or a function that builds the model "

@@ -97,6 +97,9 @@ def _parse_metric(metric_text: str, bad: _Bad) -> str:
 
 def _parse_selector(selector: str, bad: _Bad) -> tuple[str, str, float]:
     parts = [part.strip() for part in selector.split(":")]
+    prefix = ""
+    if len(parts) > 3 and parts[0].lower() == "transfer":  # --surrogate's rows: transfer:ATTACK
+        prefix, parts = "transfer:", parts[1:]
     if len(parts) == 2:
         attack, norm_text, eps_text = WORST_CASE, parts[0], parts[1]
     elif len(parts) == 3:
@@ -110,6 +113,7 @@ def _parse_selector(selector: str, bad: _Bad) -> tuple[str, str, float]:
             f"selector {selector!r} has too many ':'; use [ATTACK:]NORM:EPS (ART attacks as art:ClassName)"
         )
     name = attack[4:] if attack.lower().startswith("art:") else attack
+    attack = prefix + attack
     if not _ATTACK_NAME.fullmatch(name):
         raise bad(f"attack name {attack!r} is not valid; use e.g. pgd, fgsm, onepixel, art:DeepFool")
     norm = norm_text.lower()

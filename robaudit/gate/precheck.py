@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from robaudit.audit.attack_plan import build_attacks, plan_settings, threat_overrides
 from robaudit.audit.plan import Stage, plan_cascade
+from robaudit.audit.surrogate import TransferAttack
 from robaudit.errors import UsageError
 from robaudit.gate.baseline import not_comparable, settings_mismatches
 from robaudit.gate.selectors import ambiguous, available, find_rows
@@ -50,6 +51,10 @@ def possible_plans(config: AuditConfig) -> list[list[Stage]]:
     others do not, with only the gradient-free ones (what a model without gradients runs)."""
     attacks = build_attacks(config)
     overrides = threat_overrides(config, attacks)
+    if config.model.surrogate is not None:  # --surrogate's rows; the surrogate itself is not loaded here
+        extra = [TransferAttack(a, None) for a in attacks if a.needs_gradients]  # type: ignore[arg-type]
+        overrides.update({t.name: overrides[t.inner.name] for t in extra})
+        attacks = [*attacks, *extra]
     norms, eps = config.threat.norms, config.threat.eps
     plans = [plan_cascade(attacks, norms, eps, 1, overrides)]  # type: ignore[arg-type]
     gradient_free = [a for a in attacks if not a.needs_gradients]
