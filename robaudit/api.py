@@ -127,7 +127,10 @@ def _open_run_dir(config: AuditConfig, prepared: Prepared, model_sha: str) -> Ru
     if config.run.run_dir is None:
         return None
     run_dir = RunDir(config.run.run_dir)
-    run_dir.check_inputs({"model_sha256": model_sha, "data_sha256": prepared.dataset.sha256})
+    digests = {"model_sha256": model_sha, "data_sha256": prepared.dataset.sha256}
+    if config.model.surrogate is not None:  # its examples are in the saved shards too
+        digests["surrogate_sha256"] = sha256_file(config.model.surrogate)
+    run_dir.check_inputs(digests)
     # The batch size auto chose, not "auto": a resumed run must cut the same batches as the saved ones.
     run_dir.write_config(
         config.model_copy(

@@ -132,3 +132,24 @@ def test_a_model_without_gradients_is_attacked_through_the_surrogate(tmp_path: P
     assert [r.attack for r in result.rows] == ["transfer:fgsm", WORST_CASE]  # fgsm itself cannot run
     assert result.rows[0].n_robust < result.rows[0].n_clean_correct == 24  # ONNX Runtime confirms the hits
     assert not [f for f in result.flags if f.code == "transfer-beats-white-box"]  # no white-box to beat
+
+
+def test_a_run_folder_refuses_to_resume_after_the_surrogate_changed(tmp_path: Path) -> None:
+    from robaudit.errors import InputError
+
+    surrogate = tmp_path / "surrogate.pt"
+    surrogate.write_bytes((MODELS / "mnist_cnn.pt").read_bytes())
+    config = AuditConfig(
+        model="masked.pt",
+        data=HOLDOUT,
+        limit=4,
+        eps=(0.25,),
+        checks=False,
+        surrogate=surrogate,
+        output="logits",
+        run_dir=tmp_path / "run",
+    )
+    run_audit(config, module=_masked())
+    surrogate.write_bytes((MODELS / "mnist_cnn_adv.pt").read_bytes())  # its saved examples are stale now
+    with pytest.raises(InputError, match="the surrogate changed since the run in this folder began"):
+        run_audit(config, module=_masked())
