@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -170,15 +171,24 @@ def run_distributed(
     docstring), torch's own choice on GPU workers.
     """
     ray = require_ray()
+    tick = time.perf_counter()
     started = _connect(ray, config.run)
     pool: _Pool | None = None
+    # Ray's fixed costs apart from the shards' time: what the benchmark weighs the per-shard cost on.
+    timings = prepared.timings
     try:
+        timings["ray_start_seconds"] = round(time.perf_counter() - tick, 4)
         workers = _worker_count(ray, config.run)
         if threads is None and not _gpus(ray, config.run):
             threads = 1
+        tick = time.perf_counter()
         shipped = ship(ray, config, model_sha, prepared.dataset.sha256)
         pool = _start(ray, config, workers, shipped, settings.batch_size, threads)
-        return _run_on(pool, config, prepared, settings, progress, run_dir)
+        timings["ray_workers_ready_seconds"] = round(time.perf_counter() - tick, 4)
+        tick = time.perf_counter()
+        records = _run_on(pool, config, prepared, settings, progress, run_dir)
+        timings["ray_shards_seconds"] = round(time.perf_counter() - tick, 4)
+        return records
     finally:
         if pool is not None:
             for actor in pool.actors:
