@@ -123,13 +123,12 @@ def run_shards(
                 if loaded is not None
                 else run_grid_shard(adapter, dataset, stages, settings, positions, idx, failed, bars.stage)
             )
+            bars.finished(len(positions))
             if run_dir is not None and loaded is None:
                 run_dir.save(shard)
             for key, message in shard.errors.items():
                 failed.setdefault(key, message)
             done.append(shard)
-            # Last: a Ctrl-C that lands in the progress display does not lose the finished shard.
-            bars.finished(len(positions))
     except KeyboardInterrupt:
         interrupted = True  # the caller reports the completed shards, marked incomplete
     records = merge_shards(done, layout, settings.gallery_size)
