@@ -104,7 +104,7 @@ class _Pool:
 def _start(
     ray: Any, config: AuditConfig, workers: int, shipped: Shipped, batch: int, threads: int | None
 ) -> _Pool:
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if config.run.device != "cpu" else 0
+    gpus = _gpus(ray, config.run)
     options: dict[str, Any] = {"num_cpus": threads or 1, "max_restarts": RETRIES, "max_task_retries": 0}
     if gpus:
         options["num_gpus"] = 1
