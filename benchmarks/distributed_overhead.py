@@ -16,6 +16,7 @@ The load average is printed beside each run: the machine may be shared.
 
     python benchmarks/distributed_overhead.py                      # 1000 samples, PGD-10, 2 rounds
     python benchmarks/distributed_overhead.py --n 200 --rounds 1 --json out.json
+    python benchmarks/distributed_overhead.py --device cuda --max-workers 1   # on a GPU machine
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shard-size", type=int, default=100, help="samples per shard (and per batch)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-workers", type=int, default=2, choices=(1, 2))
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda for the GPU comparison (1 worker)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     return parser.parse_args(argv)
 
@@ -95,7 +97,7 @@ def _audit(args: argparse.Namespace, workers: int) -> dict[str, float]:
 
     config = AuditConfig(
         model=MODEL, data=str(HOLDOUT), limit=args.n, batch_size=args.shard_size, shard_size=args.shard_size,
-        attacks=("pgd",), steps=args.steps, eps=(0.1,), checks=False, device="cpu", workers=workers,
+        attacks=("pgd",), steps=args.steps, eps=(0.1,), checks=False, device=args.device, workers=workers,
     )  # fmt: skip
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # the in-process run on one thread, as each Ray worker runs
