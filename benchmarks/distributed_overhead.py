@@ -64,10 +64,10 @@ class _CpuMeter:
 
         me = psutil.Process()
         out = {me.pid: sum(me.cpu_times()[:2])}
-        for p in me.children(recursive=True):
+        for p in me.children(recursive=True):  # the workers, and Ray's own processes (raylet, GCS, ...)
             try:
-                if "ShardWorker" in " ".join(p.cmdline()):
-                    out[p.pid] = sum(p.cpu_times()[:2])
+                sign = 1 if "ShardWorker" in " ".join(p.cmdline()) else -1  # negative pid: one of Ray's own
+                out[sign * p.pid] = sum(p.cpu_times()[:2])
             except psutil.Error:  # a process that ended meanwhile
                 continue
         return out
@@ -81,11 +81,13 @@ class _CpuMeter:
         if self.done >= self.total:
             self.end = self._cpu()
 
-    def split(self) -> tuple[float, float]:
-        """CPU seconds of the driver (this process) and of the workers, over the shards."""
+    def split(self) -> tuple[float, float, float]:
+        """CPU seconds of the driver (this process), of the workers and of Ray's own processes, over the
+        shards."""
         driver = os.getpid()
         spent = {pid: cpu - self.start.get(pid, 0.0) for pid, cpu in self.end.items()}
-        return spent.pop(driver), sum(spent.values())
+        own = spent.pop(driver)
+        return own, sum(v for k, v in spent.items() if k > 0), sum(v for k, v in spent.items() if k < 0)
 
 
 def _audit(args: argparse.Namespace, workers: int) -> dict[str, float]:
@@ -108,8 +110,9 @@ def _audit(args: argparse.Namespace, workers: int) -> dict[str, float]:
     finally:
         torch.set_num_threads(before)
     fixed = timings.get("ray_start_seconds", 0.0) + timings.get("ray_workers_ready_seconds", 0.0)
-    driver_cpu, workers_cpu = meter.split()
+    driver_cpu, workers_cpu, ray_cpu = meter.split()
     return {
+        "ray_daemons_cpu_seconds": ray_cpu,
         "driver_cpu_seconds": driver_cpu,
         "workers_cpu_seconds": workers_cpu,
         "audit_seconds": timings["total_seconds"] - timings["load_seconds"] - fixed,
@@ -140,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"round {r + 1}, {workers} workers: audit {got['audit_seconds']:.2f} s, shards "
                     f"{got['shards_seconds']:.2f} s, workers ready {got['workers_ready_seconds']:.2f} s, CPU "
-                    f"driver {got['driver_cpu_seconds']:.2f} s, workers {got['workers_cpu_seconds']:.2f} s "
+                    f"driver {got['driver_cpu_seconds']:.2f} s, workers {got['workers_cpu_seconds']:.2f} s, Ray's "
+                    f"processes {got['ray_daemons_cpu_seconds']:.2f} s "
                     f"(load {got['load_before']:.2f} -> {got['load_after']:.2f})",
                     file=sys.stderr,
                 )
@@ -171,6 +175,12 @@ def _figures(
         "one_worker_overhead_percent": round(100 * (one / inproc - 1), 1),
         "per_shard_overhead_ms": round(1000 * (one - inproc) / shards, 1),
         "in_process_cpu_seconds": round(_median(runs[0], "driver_cpu_seconds"), 2),
+        "one_worker_cpu_seconds": round(_median(runs[1], "workers_cpu_seconds"), 2),
+        "ray_daemons_cpu_seconds_1": round(_median(runs[1], "ray_daemons_cpu_seconds"), 2),
+        "paired_wall_overhead_percent": [
+            round(100 * (one["audit_seconds"] / zero["audit_seconds"] - 1), 1)
+            for zero, one in zip(runs[0], runs[1], strict=False)
+        ],
         "load_average_range": [
             round(min(r["load_before"] for rs in runs.values() for r in rs), 2),
             round(max(r["load_after"] for rs in runs.values() for r in rs), 2),
