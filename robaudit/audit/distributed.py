@@ -6,38 +6,35 @@ batch size), each shard run by ``runner.run_grid_shard`` inside a worker, the re
 a shard's records independent of where it ran, so the result is the in-process one, sample for sample,
 and a run folder resumes with any number of workers, or none.
 
-Each worker is a Ray actor that prepares the audit once (``preparation.prepare``: the model loaded and
-kept, ``--batch-size auto`` probed on its own device) and checks the sha256 of the model and the data
-against the driver's. It reads them by path where the driver's path exists on its machine (a shared
-file system), and otherwise from the bytes the driver put in Ray's object store once. A worker that dies
-is restarted by Ray; its shards run again on another worker, up to ``RETRIES`` times each, and the run
-notes it. Ray is imported here only, inside the functions: it is an optional extra.
+Each worker is a Ray actor (``ray_worker.ShardWorker``) that prepares the audit once (the model loaded
+and kept, ``--batch-size auto`` probed on its own device) and checks the sha256 of the model and the data
+against the driver's. A worker that dies is restarted by Ray; its shards run again on another worker, up
+to ``RETRIES`` times each, and the run notes it. A CPU worker runs one torch thread: a convolution's float
+rounding depends on the thread count, so one thread per worker keeps the records the same whatever the
+number of workers (and equal to an in-process run on one thread). Ray is imported inside functions only:
+it is an optional extra.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import tarfile
-import tempfile
-from collections import deque
-from collections.abc import Callable
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from robaudit.audit.ray_worker import ShardWorker, Shipped, ship
 from robaudit.audit.records import RecordKey, RecordLayout, SampleRecords, merge_shards
-from robaudit.audit.runner import ProgressSink, _Bars, run_grid_shard, shard_grid
-from robaudit.audit.shard import ShardSettings
-from robaudit.errors import InputError, ResourceError, RobauditError, UsageError
-from robaudit.hashing import sha256_file
+from robaudit.audit.runner import ProgressSink, _Bars, shard_grid
+from robaudit.errors import ResourceError, RobauditError, UsageError
 
 if TYPE_CHECKING:
     from robaudit.audit.checkpoint import RunDir
     from robaudit.audit.preparation import Prepared
+    from robaudit.audit.shard import ShardSettings
     from robaudit.config import AuditConfig
     from robaudit.config.sections import RunSettings
 
@@ -63,139 +60,6 @@ def require_ray() -> Any:
     return ray
 
 
-@dataclass(frozen=True)
-class Shipped:
-    """What a worker needs to open the driver's inputs: the driver's paths and digests, and refs to the
-    files' bytes in the object store (fetched only by a worker that cannot read the paths)."""
-
-    config_json: str
-    model_sha256: str
-    data_sha256: str
-    # model / data / labels -> (a folder?, ObjectRef of its bytes)
-    refs: dict[str, tuple[bool, Any]] = field(default_factory=dict)
-
-
-def _pack(path: Path) -> bytes:
-    """A file's bytes, or a folder (an image folder) as an uncompressed tar."""
-    if path.is_file():
-        return path.read_bytes()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        tar.add(path, arcname=path.name)
-    return buffer.getvalue()
-
-
-def _unpack(blob: bytes, folder: bool, where: Path, name: str) -> Path:
-    if folder:
-        with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
-            tar.extractall(where, filter="data")
-    else:
-        (where / name).write_bytes(blob)
-    return where / name
-
-
-def ship(ray: Any, config: AuditConfig, model_sha: str, data_sha: str) -> Shipped:
-    """Put the model, the data and the labels in the object store once, with paths made absolute."""
-    paths = {"model": config.model.path, "data": config.data.path, "labels": config.data.labels}
-    absolute = {k: Path(p).resolve() for k, p in paths.items() if p is not None and Path(p).exists()}
-    refs = {k: (p.is_dir(), ray.put(_pack(p))) for k, p in absolute.items()}
-    model = config.model.model_copy(update={"path": absolute.get("model", config.model.path)})
-    data = config.data.model_copy(
-        update={
-            "path": str(absolute["data"]) if "data" in absolute else config.data.path,
-            "labels": absolute.get("labels", config.data.labels),
-        }
-    )
-    run = config.run.model_copy(update={"run_dir": None, "workers": 0, "ray_address": None})
-    local = config.model_copy(update={"model": model, "data": data, "run": run})
-    return Shipped(local.model_dump_json(), model_sha, data_sha, refs)
-
-
-class ShardWorker:
-    """A Ray actor's state: the prepared audit, loaded on the first call and kept."""
-
-    def __init__(self, shipped: Shipped, driver_batch: int, threads: int | None) -> None:
-        self.shipped = shipped
-        self.driver_batch = driver_batch
-        self.threads = threads
-        self.prepared: Prepared | None = None
-        self.settings: ShardSettings | None = None
-
-    def pid(self) -> int:
-        return os.getpid()
-
-    def load(self) -> dict[str, Any]:
-        """Prepare the audit (once) and refuse inputs whose sha256 differs from the driver's."""
-        if self.prepared is None:
-            import torch
-
-            from robaudit.audit.preparation import prepare
-            from robaudit.config import AuditConfig
-
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            config = _localise(AuditConfig.model_validate_json(self.shipped.config_json), self.shipped)
-            digest = sha256_file(config.model_path)
-            _same("model", config.model_path, digest, self.shipped.model_sha256)
-            prepared = prepare(config)
-            _same("data", prepared.dataset.path, prepared.dataset.sha256, self.shipped.data_sha256)
-            self.prepared = prepared
-            self.settings = ShardSettings.from_config(config, prepared.batch_size)
-        assert self.settings is not None
-        return {
-            "pid": os.getpid(),
-            "device": str(self.prepared.adapter.device),
-            "batch": self.settings.batch_size,
-        }
-
-    def run(self, positions: np.ndarray, indices: np.ndarray, failed: list[RecordKey]) -> SampleRecords:
-        self.load()
-        assert self.prepared is not None and self.settings is not None
-        p = self.prepared
-        records = run_grid_shard(p.adapter, p.dataset, p.stages, self.settings, positions, indices, failed)
-        # The driver notes a split only where memory ran out, not where auto chose another batch here.
-        if records.batch_size_used >= self.settings.batch_size:
-            records.batch_size_used = self.driver_batch
-        return records
-
-
-def _same(what: str, path: object, digest: str, driver: str) -> None:
-    if digest != driver:
-        raise InputError(
-            f"{path}: a Ray worker sees a different {what} file than the driver (sha256 {digest[:12]}... "
-            f"against {driver[:12]}...); the shared path changed under the run: make it the same file on "
-            f"every node, or give the workers no such path so that they use the driver's copy"
-        )
-
-
-def _localise(config: AuditConfig, shipped: Shipped) -> AuditConfig:
-    """The driver's paths where this machine has them, else the driver's bytes unpacked in a temp folder."""
-    import ray
-
-    where: Path | None = None
-    paths: dict[str, Any] = {}
-    for key, given in (
-        ("model", config.model.path),
-        ("data", config.data.path),
-        ("labels", config.data.labels),
-    ):
-        if given is None or Path(given).exists() or key not in shipped.refs:
-            continue
-        where = where or Path(tempfile.mkdtemp(prefix="robaudit-worker-"))
-        folder, ref = shipped.refs[key]
-        paths[key] = _unpack(ray.get(ref), folder, where, Path(given).name)
-    if not paths:
-        return config
-    model = config.model.model_copy(update={"path": paths.get("model", config.model.path)})
-    data = config.data.model_copy(
-        update={
-            "path": str(paths["data"]) if "data" in paths else config.data.path,
-            "labels": paths.get("labels", config.data.labels),
-        }
-    )
-    return config.model_copy(update={"model": model, "data": data})
-
-
 @dataclass
 class _Shard:
     positions: np.ndarray
@@ -213,8 +77,10 @@ class _Pool:
 
     ray: Any
     actors: list[Any]
+    shipped: Shipped  # held for the whole run: it keeps the refs to the inputs' bytes alive
     alive: set[int]
     load: dict[int, int]
+    infos: list[dict[str, Any]] = field(default_factory=list)
     retried: list[str] = field(default_factory=list)
 
     def pick(self, shard: _Shard) -> int | None:
@@ -238,17 +104,18 @@ class _Pool:
 def _start(
     ray: Any, config: AuditConfig, workers: int, shipped: Shipped, batch: int, threads: int | None
 ) -> _Pool:
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if config.run.device != "cpu" else 0
-    cpus = threads or 1
-    options: dict[str, Any] = {"num_cpus": cpus, "max_restarts": RETRIES, "max_task_retries": 0}
+    gpus = _gpus(ray, config.run)
+    options: dict[str, Any] = {"num_cpus": threads or 1, "max_restarts": RETRIES, "max_task_retries": 0}
     if gpus:
         options["num_gpus"] = 1
     remote = ray.remote(ShardWorker).options(**options)
-    actors = [remote.remote(shipped, batch, threads) for _ in range(workers)]
-    pool = _Pool(ray, actors, set(range(workers)), dict.fromkeys(range(workers), 0))
-    for actor in actors:  # load everywhere first: a refused input fails the run before any shard
+    args = (shipped.config_json, shipped.model_sha256, shipped.data_sha256, batch, threads)
+    actors = [remote.remote(*args) for _ in range(workers)]
+    pool = _Pool(ray, actors, shipped, set(range(workers)), dict.fromkeys(range(workers), 0))
+    # Load everywhere at once, before any shard: a refused input fails the run before any work.
+    for ref in [actor.load.remote(shipped.refs) for actor in actors]:
         try:
-            ray.get(actor.load.remote())
+            pool.infos.append(ray.get(ref))
         except Exception as exc:  # noqa: BLE001 - the worker's own error, as one line
             _reraise(ray, exc)
     return pool
@@ -263,11 +130,15 @@ def _reraise(ray: Any, exc: BaseException) -> None:
     raise ResourceError(f"a Ray worker could not start: {type(exc).__name__}; see the Ray logs") from exc
 
 
+def _gpus(ray: Any, run: RunSettings) -> int:
+    return int(ray.cluster_resources().get("GPU", 0)) if run.device != "cpu" else 0
+
+
 def _worker_count(ray: Any, run: RunSettings) -> int:
+    """``--workers N``, or auto: one per GPU, or on CPUs alone one per CPU (each runs one thread)."""
     if isinstance(run.workers, int) and run.workers > 0:
         return run.workers
-    gpus = int(ray.cluster_resources().get("GPU", 0)) if run.device != "cpu" else 0
-    return max(1, gpus)
+    return max(1, _gpus(ray, run) or int(ray.cluster_resources().get("CPU", 1)))
 
 
 def _connect(ray: Any, run: RunSettings) -> bool:
@@ -296,18 +167,28 @@ def run_distributed(
 ) -> SampleRecords:
     """``runner.run_shards`` on Ray workers: the same grid, the same records, the same run folder.
 
-    ``threads``: torch threads (and Ray CPUs) per worker; default: the host's CPUs shared out.
+    ``threads``: torch threads (and Ray CPUs) per worker; default: one on CPU workers (see the module's
+    docstring), torch's own choice on GPU workers.
     """
     ray = require_ray()
+    tick = time.perf_counter()
     started = _connect(ray, config.run)
     pool: _Pool | None = None
+    # Ray's fixed costs apart from the shards' time: what the benchmark weighs the per-shard cost on.
+    timings = prepared.timings
     try:
+        timings["ray_start_seconds"] = round(time.perf_counter() - tick, 4)
         workers = _worker_count(ray, config.run)
-        if threads is None and not ray.cluster_resources().get("GPU"):
-            threads = max(1, int(ray.cluster_resources().get("CPU", 1)) // workers)
+        if threads is None and not _gpus(ray, config.run):
+            threads = 1
+        tick = time.perf_counter()
         shipped = ship(ray, config, model_sha, prepared.dataset.sha256)
         pool = _start(ray, config, workers, shipped, settings.batch_size, threads)
-        return _run_on(pool, config, prepared, settings, progress, run_dir)
+        timings["ray_workers_ready_seconds"] = round(time.perf_counter() - tick, 4)
+        tick = time.perf_counter()
+        records = _run_on(pool, config, prepared, settings, progress, run_dir)
+        timings["ray_shards_seconds"] = round(time.perf_counter() - tick, 4)
+        return records
     finally:
         if pool is not None:
             for actor in pool.actors:
@@ -343,30 +224,42 @@ def _run_on(
             bars.finished(len(positions))
     interrupted = False
     try:
-        _schedule(pool, todo, done, len(grid), bars, run_dir)
+        _schedule(pool, todo, done, _Display(bars, len(grid), len(pool.actors)), run_dir)
     except KeyboardInterrupt:
         interrupted = True
     records = merge_shards(done, layout, settings.gallery_size)
     records.batch_size_used = records.batch_size_used or settings.batch_size
     records.interrupted = interrupted
-    _notes(pool, prepared.notes, len(pool.actors))
+    _notes(pool, prepared.notes, config.run.batch_size == "auto")
     return records
 
 
+@dataclass
+class _Display:
+    """The driver's one display: samples done and the run's ETA on the bar (the sink's), and beside it
+    the shards done and the workers alive; in a log, a line per 5% of the shards or when a worker dies."""
+
+    bars: _Bars
+    total: int
+    workers: int
+    shown: tuple[int, int] = (-1, -1)
+
+    def update(self, shards: int, alive: int) -> None:
+        every = max(1, self.total // 20)
+        if self.bars.stage is None or (shards % every and shards < self.total and alive == self.shown[1]):
+            return
+        self.shown = (shards, alive)
+        self.bars.stage(f"on Ray: {shards}/{self.total} shards done, {alive}/{self.workers} workers alive")
+
+
 def _schedule(
-    pool: _Pool,
-    todo: deque[_Shard],
-    done: list[SampleRecords],
-    total: int,
-    bars: _Bars,
-    run_dir: RunDir | None,
+    pool: _Pool, todo: deque[_Shard], done: list[SampleRecords], display: _Display, run_dir: RunDir | None
 ) -> None:
     """Hand shards out as workers free up (``ray.wait``), retry those a dying worker took with it."""
     ray = pool.ray
     in_flight: dict[Any, tuple[int, _Shard]] = {}
     failed: dict[RecordKey, str] = {}
-    stage: Callable[[str], None] = bars.stage or (lambda text: None)
-    every, alive = max(1, total // 20), len(pool.alive)
+    display.update(len(done), len(pool.alive))
     while todo or in_flight:
         _submit(pool, todo, in_flight, failed)
         if not in_flight:
@@ -378,6 +271,7 @@ def _schedule(
             records = ray.get(ref)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
             _retry(pool, todo, worker, shard, exc)
+            display.update(len(done), len(pool.alive))
             continue
         except ray.exceptions.RayTaskError as exc:
             _reraise(ray, exc)
@@ -386,10 +280,8 @@ def _schedule(
         done.append(records)
         if run_dir is not None:
             run_dir.save(records)
-        bars.finished(len(shard.positions))
-        if len(done) % every == 0 or len(pool.alive) != alive:  # a line per 5% in a log, not per shard
-            alive = len(pool.alive)
-            stage(f"{len(done)}/{total} shards, {alive} workers alive")
+        display.bars.finished(len(shard.positions))
+        display.update(len(done), len(pool.alive))
 
 
 def _submit(
@@ -400,7 +292,7 @@ def _submit(
         if worker is None:
             return
         shard = todo.popleft()
-        ref = pool.actors[worker].run.remote(shard.positions, shard.indices, list(failed))
+        ref = pool.actors[worker].run.remote(pool.shipped.refs, shard.positions, shard.indices, list(failed))
         in_flight[ref] = (worker, shard)
         pool.load[worker] += 1
 
@@ -419,11 +311,18 @@ def _retry(pool: _Pool, todo: deque[_Shard], worker: int, shard: _Shard, exc: Ba
     todo.appendleft(shard)
 
 
-def _notes(pool: _Pool, notes: list[str], workers: int) -> None:
-    notes.append(f"shards ran on {workers} Ray workers ({len(pool.alive)} alive at the end)")
+def _notes(pool: _Pool, notes: list[str], auto_batch: bool) -> None:
+    placed = Counter((info["device"], info["batch"]) for info in pool.infos)
+    where = ", ".join(
+        f"{n} on {device} at batch size {batch}" for (device, batch), n in sorted(placed.items())
+    )
+    auto = " (--batch-size auto worked out on each worker's device)" if auto_batch else ""
+    notes.append(
+        f"shards ran on {len(pool.actors)} Ray workers, {len(pool.alive)} alive at the end: {where}{auto}"
+    )
     if pool.retried:
         notes.append(
-            f"a Ray worker died: {len(pool.retried)} shard run(s) retried on another worker "
-            f"({', '.join(sorted(set(pool.retried)))}); results are the same, each shard's records depend only "
+            f"a Ray worker died: {len(pool.retried)} shard run(s) retried, on another worker where one was "
+            f"alive ({', '.join(sorted(set(pool.retried)))}); results are the same, each shard's records depend only "
             "on its samples"
         )

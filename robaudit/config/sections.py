@@ -382,7 +382,7 @@ class RunSettings(Section):
     workers: int | Literal["auto"] = Field(
         default=0,
         description="Ray workers (needs pip install 'robaudit[ray]'): 0 runs in this process; auto: one per "
-        "GPU (at least one).",
+        "GPU, or one per CPU where there is no GPU.",
     )
     ray_address: str | None = Field(
         default=None,

@@ -117,20 +117,23 @@ class PlainProgress:
         self._now = description
         if description not in self._seen:
             self._seen.add(description)
-            self._line(f"{self._counts()}, running {description}")
+            # Once samples are done there is an ETA to give (Ray's shard lines: a new text each time).
+            self._line(f"{self._counts()}, running {description}" + (self._timing() if self._done else ""))
         else:
             self._heartbeat()
 
     def _counts(self) -> str:
         return f"{self._done}/{self._total} samples"
 
-    def _heartbeat(self) -> None:
-        now = self._clock()
-        if now - self._last < HEARTBEAT_SECONDS:
-            return
-        elapsed = now - self._start
+    def _timing(self) -> str:
+        elapsed = self._clock() - self._start
         eta = "unknown" if not self._done else _clock_text(elapsed * (self._total - self._done) / self._done)
-        self._line(f"{self._counts()}, running {self._now}, {_clock_text(elapsed)} elapsed, eta {eta}")
+        return f", {_clock_text(elapsed)} elapsed, eta {eta}"
+
+    def _heartbeat(self) -> None:
+        if self._clock() - self._last < HEARTBEAT_SECONDS:
+            return
+        self._line(f"{self._counts()}, running {self._now}{self._timing()}")
 
     def _line(self, text: str) -> None:
         self._last = self._clock()
