@@ -28,7 +28,7 @@ from robaudit.audit.radius import bisect_radius
 from robaudit.audit.runner import ProgressSink, run_shards
 from robaudit.audit.shard import ShardSettings
 from robaudit.audit.summary import attack_rows, ci, class_infos, gallery_examples, radii
-from robaudit.checks.flags import pixel_attack_inside_ball, reliability_flags
+from robaudit.checks.flags import l1_box_binds, pixel_attack_inside_ball, reliability_flags
 from robaudit.checks.probes import probe_flags, probe_samples
 from robaudit.errors import UsageError
 from robaudit.hashing import sha256_file
@@ -261,6 +261,9 @@ def _flags(
     """The reliability flags, and the notes with the probes' figures added."""
     flags = reliability_flags(result)
     notes = prepared.notes
+    if any(st.threat.norm == "l1" for st in prepared.stages) and len(records.indices):
+        first = prepared.dataset.to_unit(prepared.dataset.read(records.indices[:1]), config.float_data_range)
+        notes = [*notes, *l1_box_binds(records, prepared.stages, int(first.shape[1]))]
     if config.gate.reliability_checks:
         flags += pixel_attack_inside_ball(records, prepared.stages, worst)
     if config.gate.reliability_checks and not records.interrupted and records.completed:

@@ -138,7 +138,8 @@ def test_an_overshooting_step_is_caught_as_silent_success() -> None:
 
 def test_random_search_beating_pgd_is_caught() -> None:
     """Behind a rounding step the gradient is zero, so FGSM and PGD cannot move; random corners of the
-    L∞ box still cross rounding thresholds and fool some samples."""
+    L∞ box still cross rounding thresholds and fool some samples, and Square, which needs only scores,
+    fools more (Carlini et al. 2019's black-box check)."""
     result = run_audit(
         AuditConfig(
             model=Path("in-memory"), data=str(HOLDOUT), limit=200, attacks=("pgd",), steps=10, eps=(0.3,)
@@ -147,6 +148,7 @@ def test_random_search_beating_pgd_is_caught() -> None:
     )
     messages = [f.message for f in result.flags if f.code == "weaker-attack-wins"]
     assert any("random search" in m for m in messages)
+    assert any("Square (100 queries, black box)" in m for m in messages)
 
 
 def test_a_one_pixel_example_inside_the_pgd_ball_is_caught() -> None:

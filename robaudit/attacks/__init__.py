@@ -14,6 +14,7 @@ _LAZY = {
     "ArtAttack": "robaudit.attacks.art",
     "FGSM": "robaudit.attacks.fgsm",
     "OnePixel": "robaudit.attacks.onepixel",
+    "SparseRS": "robaudit.attacks.sparse_rs",
     "PGD": "robaudit.attacks.pgd",
 }
 

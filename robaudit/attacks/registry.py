@@ -252,7 +252,7 @@ register(
 
 
 class OnePixelSettings(AttackSettings):
-    pixels: int = Field(default=1, gt=0, description="One-pixel: pixel locations it may change.")
+    pixels: int = Field(default=1, gt=0, description="L0 attacks: pixel locations they may change.")
     population: int = Field(default=400, ge=4, description="One-pixel: candidates per generation.")
     generations: int = Field(default=100, ge=0, description="One-pixel: differential-evolution generations.")
 
@@ -271,6 +271,27 @@ register(
 )
 
 
+class SparseRSSettings(AttackSettings):
+    pixels: int = Field(default=1, gt=0, description="L0 attacks: pixel locations they may change.")
+    queries: int = Field(
+        default=5000, gt=0, description="Score-based attacks: model queries per sample (square: per restart)."
+    )
+
+
+register(
+    AttackInfo(
+        name="sparse-rs",
+        summary="Sparse-RS (Croce et al. 2022): score-based random search over k pixel locations, l0",
+        settings=SparseRSSettings,
+        threat_models=("l0",),
+        needs="scores",
+        deterministic=True,
+        cost_rank=60,
+        implementation="robaudit.attacks.sparse_rs:SparseRS",
+    )
+)
+
+
 class SquareSettings(AttackSettings):
     queries: int = Field(default=5000, gt=0, description="Square: model queries per sample and restart.")
     restarts: int = Field(default=1, gt=0, description="Square: random restarts.")
@@ -279,9 +300,9 @@ class SquareSettings(AttackSettings):
 register(
     AttackInfo(
         name="square",
-        summary="Square attack (Andriushchenko et al. 2020): score-based random search, linf",
+        summary="Square attack (Andriushchenko et al. 2020): score-based random search, linf and l2",
         settings=SquareSettings,
-        threat_models=("linf",),
+        threat_models=("linf", "l2"),
         needs="scores",
         deterministic=True,
         cost_rank=50,

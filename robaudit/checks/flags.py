@@ -176,3 +176,35 @@ def pixel_attack_inside_ball(
                     )
                 )
     return flags
+
+
+def l1_box_binds(records: SampleRecords, stages: list[Stage], channels: int) -> list[str]:
+    """Notes for the L1 attacks that the [0, 1] box, not eps, held back.
+
+    An L1 budget larger than the mass the box lets the attack move (pixels already at the bound they are
+    pushed to cannot move) is never spent: raising eps then changes nothing. L1 sizes are not recorded,
+    but C * l0 coordinates moved with the recorded L2 and L∞ sizes bound the L1 norm from above
+    (Cauchy-Schwarz: ||d||_1 <= sqrt(m) ||d||_2, and ||d||_1 <= m ||d||_inf for m moved coordinates). A
+    note when, for most of the samples an attack left robust, that bound is under half of eps.
+    """
+    clean_correct = records.clean_pred == records.labels
+    notes = []
+    for stage in (st for st in stages if st.threat.norm == "l1"):
+        eps = stage.threat.eps
+        for attack in stage.attacks:
+            rec = records.adversarial.get((attack.name, "l1", eps))
+            if rec is None:
+                continue
+            robust = clean_correct & (rec.pred == records.labels) & (rec.l0 > 0)
+            moved = channels * rec.l0
+            bound = (moved**0.5 * rec.l2).clip(max=moved * rec.linf)
+            low = robust & (bound < 0.5 * eps)
+            if not low.any() or 2 * int(low.sum()) <= int(robust.sum()):
+                continue
+            notes.append(
+                f"l1 eps={eps_text('l1', eps)}: for {int(low.sum())} of the {int(robust.sum())} samples {attack.name} "
+                f"left robust, its perturbation's L1 norm is at most {float(bound[low].max()):.3g}, under half of "
+                "eps: the [0, 1] box, not eps, bounded the attack (the pixels it moves saturate), so a larger "
+                "eps would not change them"
+            )
+    return notes
