@@ -126,7 +126,11 @@ def main() -> None:
             "eps_warmup_epochs": WARMUP,
         },
         "l1_weight_penalty": L1,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+        },
         "holdout_accuracy": round(accuracy(model, x_hold, y_hold), 4),
         "holdout_pgd7_accuracy_at_eps": round(robust, 4),
         "sha256": {

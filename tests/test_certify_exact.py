@@ -57,7 +57,7 @@ def _attacked_margins(ops: list[Op], x0: torch.Tensor, y: torch.Tensor, eps: flo
     return best
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), eps=st.sampled_from([0.02, 0.08, 0.2]))
 def test_crown_at_most_exact_at_most_attack_on_random_networks(seed: int, eps: float) -> None:
     ops = _mlp_ops([5, 12, 12, 3], seed, scale=2.0)
@@ -96,7 +96,10 @@ def test_exact_equals_a_grid_search_on_a_2d_problem() -> None:
 
 def test_exact_on_a_linear_model_equals_the_closed_form() -> None:
     gen = torch.Generator().manual_seed(3)
-    w, b = torch.randn(4, 6, dtype=torch.float64, generator=gen), torch.randn(4, dtype=torch.float64, generator=gen)
+    w, b = (
+        torch.randn(4, 6, dtype=torch.float64, generator=gen),
+        torch.randn(4, dtype=torch.float64, generator=gen),
+    )
     x0 = torch.rand(4, 6, dtype=torch.float64, generator=gen)  # near the box's faces: the box binds
     y, eps = (x0 @ w.T + b).argmax(1), 0.15
     results = exact_min_margin([Linear(w, b)], x0, y, eps)
@@ -114,7 +117,7 @@ def test_exact_on_a_linear_model_equals_the_closed_form() -> None:
 
 def test_counterexamples_are_in_the_ball_and_box_and_misclassified() -> None:
     ops = _mlp_ops([6, 16, 16, 4], seed=7, scale=2.0)
-    x = torch.rand(12, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    x = torch.rand(8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     y, eps = forward(ops, x).argmax(1), 0.4
     verdicts, examples = exact_verdicts(ops, x, y, eps, "linf", time_limit_s=20)
     attacked = _attacked_margins(ops, x, y, eps)
@@ -201,8 +204,8 @@ def _sample_mlp() -> tuple[torch.nn.Module, list[Op]]:
 def test_exact_on_the_sample_mlp_matches_its_model_and_brackets() -> None:
     model, ops = _sample_mlp()
     hold = np.load(SAMPLES / "mnist_holdout.npz")
-    x = torch.from_numpy(hold["x"][:4]).double().unsqueeze(1) / 255
-    y = torch.from_numpy(hold["y"][:4])
+    x = torch.from_numpy(hold["x"][:3]).double().unsqueeze(1) / 255  # image 0 needs the program at 0.1
+    y = torch.from_numpy(hold["y"][:3])
     with torch.no_grad():
         assert torch.allclose(model(x.float()).double(), forward(ops, x), atol=1e-4)
     eps = 0.1
