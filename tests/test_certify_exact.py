@@ -68,8 +68,11 @@ def test_crown_at_most_exact_at_most_attack_on_random_networks(seed: int, eps: f
     crown = margin_lower_bounds(ops, inputs, y, "crown", 3)[0].min(1).values
     exact = exact_min_margin(ops, x, y, eps, time_limit_s=20)
     attacked = _attacked_margins(ops, x, y, eps)
+    verdicts, _ = exact_verdicts(ops, x, y, eps, "linf", time_limit_s=20)
     for i, r in enumerate(exact):
         assert r.upper - r.lower < 1e-5  # the program finished: the bracket is closed
+        if abs(r.lower) > 1e-5:  # the sign-only programs agree with the minimised margin
+            assert verdicts[i] is (r.lower > 0)
         assert float(ibp[i]) <= float(crown[i]) + 1e-9
         assert float(crown[i]) <= r.lower + 1e-6
         assert r.upper <= float(attacked[i]) + 1e-6
@@ -132,6 +135,14 @@ def test_counterexamples_are_in_the_ball_and_box_and_misclassified() -> None:
             assert bool((logits > logits[int(y[i])]).any())
         else:
             assert float(attacked[i]) > 0  # certified: no attack fools it
+
+
+def test_every_correct_sample_certifies_as_eps_goes_to_zero() -> None:
+    ops = _mlp_ops([6, 16, 16, 4], seed=2, scale=2.0)
+    x = torch.rand(10, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    y = forward(ops, x).argmax(1)
+    verdicts, _ = exact_verdicts(ops, x, y, 1e-7, "linf", time_limit_s=10)
+    assert verdicts == [True] * 10
 
 
 def test_exact_refuses_l2() -> None:
