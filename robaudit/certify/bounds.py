@@ -169,16 +169,16 @@ def margin_specs(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch
 
 
 def margin_lower_bounds(
-    ops: list[Op], inputs: InputSet, y: torch.Tensor, method: str, num_classes: int
+    ops: list[Op], inputs: InputSet, y: torch.Tensor, method: str, num_classes: int, crown_max: int = 4096
 ) -> tuple[torch.Tensor, list[Bounds | None]]:
     """Lower bounds (N, K-1) on logit_y - logit_j over the input set, by ``method`` (ibp | crown), and
     the bounds on each nonlinear op's input they used.
 
     The margin is folded into the last linear layer (IBP bounds c·W, not c applied to intervals).
     CROWN's figure is the larger of CROWN's and IBP's per spec: both are sound, so CROWN is never
-    looser than IBP.
+    looser than IBP. ``crown_max``: see ``crown_pre_bounds`` (0 keeps IBP's intermediate bounds).
     """
-    pre = crown_pre_bounds(ops, inputs, method)
+    pre = crown_pre_bounds(ops, inputs, method, crown_max=crown_max)
     specs = margin_specs(y, num_classes, inputs.x0.dtype)
     last = ops[-1]
     if isinstance(last, Linear):
