@@ -149,6 +149,7 @@ def test_builtin_profiles_load_and_say_what_they_run(name: str) -> None:
         "quick": ["fgsm", "pgd"],
         "standard": ["fgsm", "pgd", "onepixel"],
         "thorough": ["pgd", "pgd", "onepixel"],
+        "strongest": ["apgd", "apgd-t", "square"],
     }[name]
     assert names == expected and source == name
     if name == "thorough":

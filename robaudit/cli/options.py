@@ -46,7 +46,7 @@ ModelArg = Annotated[Path | None, typer.Argument(help=describe("model") + " May 
 Profile = Annotated[
     str | None,
     typer.Option(
-        help="A YAML audit profile, or a built-in one: quick, standard, thorough. Flags override it.",
+        help="A YAML audit profile, or a built-in one: quick, standard, thorough, strongest. Flags override it.",
         rich_help_panel=RUN_PANEL,
     ),
 ]

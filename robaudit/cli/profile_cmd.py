@@ -53,11 +53,15 @@ def profile_validate(
 def profile_show(
     file: Annotated[str, typer.Argument(help="A profile file, or a built-in name.")],
 ) -> None:
-    """Print the fully resolved profile as YAML, with every default filled in."""
+    """Print the fully resolved profile as YAML, with every default filled in, after comments that
+    give its description and its cascade: the order the attacks run in and each one's budget."""
     with guarded(debug=False):
         import yaml
 
+        from robaudit.config.explain import show_header
         from robaudit.config.profile import load_profile, resolved
 
         loaded, _ = load_profile(file)
-        typer.echo(yaml.safe_dump(resolved(loaded), sort_keys=False, default_flow_style=False), nl=False)
+        values = resolved(loaded)
+        typer.echo(show_header(values), nl=False)
+        typer.echo(yaml.safe_dump(values, sort_keys=False, default_flow_style=False), nl=False)

@@ -20,7 +20,7 @@ from robaudit.config.audit import AuditSections
 from robaudit.config.values import check_linf_eps, eps_picks
 from robaudit.errors import UsageError
 
-BUILTIN = ("quick", "standard", "thorough")
+BUILTIN = ("quick", "standard", "thorough", "strongest")
 # Profiles written before the run section put these at the top level; they are read into run:.
 TOP_LEVEL_RUN_KEYS = ("device", "batch_size", "channels_last", "tf32", "seed")
 
@@ -29,6 +29,8 @@ class Profile(AuditSections):
     accepts_flat: ClassVar[bool] = False  # a profile file writes sections, never flat keywords
 
     version: Literal[1]
+    # What the profile is for, in prose; ``profile show`` prints it. It changes nothing in the audit.
+    description: str | None = None
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -202,7 +204,7 @@ def builtin_text(name: str) -> str:
 
 
 def load_profile(spec: str) -> tuple[Profile, str]:
-    """A profile file, or a built-in one by name (quick, standard, thorough). Returns it and its source."""
+    """A profile file, or a built-in one by name (quick, standard, thorough, strongest). Returns it and its source."""
     if spec in BUILTIN and not Path(spec).exists():
         source = f"built-in profile {spec}"
         profile = parse_profile(builtin_text(spec), source)
@@ -227,14 +229,16 @@ def load_profile(spec: str) -> tuple[Profile, str]:
 
 def profile_values(profile: Profile) -> dict[str, Any]:
     """The profile's sections as the nested values ``AuditConfig`` and ``merge`` take."""
-    values = profile.model_dump(exclude={"version"})
+    values = profile.model_dump(exclude={"version", "description"})
     values["attacks"] = tuple(dict(e.model_dump(exclude_none=True)) for e in profile.attacks)
     return values
 
 
 def resolved(profile: Profile) -> dict[str, Any]:
     """The profile with every default filled in: each attack with the settings it will run with."""
-    out = profile.model_dump(mode="json", by_alias=True)
+    out = profile.model_dump(mode="json", by_alias=True, exclude_none=False)
+    if out.get("description") is None:
+        out.pop("description", None)
     attacks = []
     for entry in profile.attacks:
         info = lookup(entry.name)
