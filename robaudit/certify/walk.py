@@ -113,6 +113,9 @@ def walk(logits: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor, nu
         _check_reproduces(ops, logits, x)
     except Unsupported as exc:
         return Walk(None, f"certify: no certificate: {exc}", num_classes, tuple(x.shape[1:]))
+    except Exception as exc:  # noqa: BLE001 - a graph the walker misreads gets no certificate, never a crash
+        note = f"certify: no certificate: the model's graph could not be read ({type(exc).__name__}: {exc})"
+        return Walk(None, note.splitlines()[0], num_classes, tuple(x.shape[1:]))
     return Walk(ops, None, num_classes, tuple(x.shape[1:]))
 
 
