@@ -214,3 +214,15 @@ def test_results_written_before_certification_still_render(tmp_path: Path) -> No
     old = load_result(path)
     assert old.rows[0].n_certified is None and old.caveat == UPPER_BOUND_CAVEAT
     assert "Certified bracket" not in render_markdown(old)
+
+
+def test_exact_closes_the_gap_on_a_small_mlp(mlp_npz: Path, tmp_path: Path) -> None:
+    """Runs once robaudit.certify.milp is present: exact leaves no linf sample unknown on a tiny MLP."""
+    pytest.importorskip("robaudit.certify.milp")
+    crown = _audit(mlp_npz, "crown", tmp_path / "crown.jsonl")
+    exact = _audit(mlp_npz, "exact", tmp_path / "exact.jsonl")
+    for rc, re in zip(crown.rows, exact.rows, strict=True):
+        assert re.certification_method == "crown+exact"
+        assert rc.n_certified is not None and re.n_certified is not None
+        assert rc.n_certified <= re.n_certified <= re.n_robust
+        assert re.n_unknown == 0
