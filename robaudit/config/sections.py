@@ -358,14 +358,13 @@ class CertifySettings(Section):
     method: CertifyMethod = Field(
         default="none",
         json_schema_extra=flat("certify"),
-        description="Certify a lower bound on robust accuracy under linf and l2: none, ibp, crown, exact "
-        "(MILP), or auto (CROWN, then exact on the samples left undecided where the model is small).",
+        description="Certified lower bound (linf, l2): none, ibp, crown, exact (MILP) or auto.",
     )
     time_limit: float = Field(
         default=10.0,
         gt=0,
         json_schema_extra=flat("certify_time_limit"),
-        description="Seconds per sample for exact verification; a sample not decided in time stays unknown.",
+        description="Seconds per sample for --certify exact.",
     )
 
 
