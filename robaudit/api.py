@@ -20,6 +20,7 @@ import torch
 from robaudit import __version__
 from robaudit.attacks.rng import sample_seeds
 from robaudit.audit import distributed
+from robaudit.audit.certified import certified_rows, model_walk, refuted_note
 from robaudit.audit.checkpoint import RunDir
 from robaudit.audit.describe import data_info, environment, model_info, run_settings
 from robaudit.audit.exports import write_adversarial, write_per_sample
@@ -35,7 +36,7 @@ from robaudit.hashing import sha256_file
 from robaudit.metrics import confidence_split
 from robaudit.models.torch_model import weights_sha256
 from robaudit.precision import float32_math
-from robaudit.results import SCHEMA_VERSION, AttackRow, AuditResult, Confidence, Flag
+from robaudit.results import BRACKET_CAVEAT, SCHEMA_VERSION, AttackRow, AuditResult, Confidence, Flag
 
 if TYPE_CHECKING:
     from robaudit.attacks.base import Attack
@@ -107,6 +108,11 @@ def _audit(
     # "onnx" rows report how many samples the converted graph alone was fooled on; that needs a conversion.
     row_backend = "onnx" if caps.backend == "onnx" and caps.gradients else "torch"
     rows, worst = attack_rows(records, prepared.stages, row_backend, prepared.adapter.num_classes)
+    walk = model_walk(prepared, config.certify.method, config.float_data_range)
+    rows, certify_notes = certified_rows(rows, records, prepared.stages, worst, config.certify.method, walk)
+    prepared.notes.extend([*certify_notes, *refuted_note(records, prepared.stages)])
+    if config.certify.method != "none":
+        prepared.timings["certify_seconds"] = round(sum(records.certify_seconds.values()), 4)
     _note_run(config, prepared, records)
     _write_outputs(config, prepared, records)
     prepared.timings["clean_seconds"] = round(records.clean_seconds, 4)
@@ -120,6 +126,7 @@ def _audit(
         notes=list(notes),
         timings=dict(prepared.timings),
         complete=not records.interrupted,
+        caveat=BRACKET_CAVEAT if any(r.n_certified is not None for r in rows) else result.caveat,
     )
 
 

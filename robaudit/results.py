@@ -10,12 +10,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 UPPER_BOUND_CAVEAT = (
     "Robust accuracy found by attacks is an upper bound on true robust accuracy: these attacks found "
     "adversarial examples for the samples counted as fooled, and a stronger attack can only find more, "
     "never fewer."
+)
+
+# The caveat when a certificate ran: attacks bound true robust accuracy from above, certificates from below.
+BRACKET_CAVEAT = (
+    "Where a certificate ran, true robust accuracy lies in [certified, attacked]: the attacks found "
+    "adversarial examples for the samples counted as fooled (a stronger attack can only find more), and "
+    "bound propagation proved no input in the threat model changes the prediction of the samples counted "
+    "as certified. Samples in neither set are unknown."
 )
 
 
@@ -161,6 +169,13 @@ class AttackRow:
     n_fooled_converted: int | None = None  # ONNX: fooled on the converted graph (before re-checking)
     seconds: float = 0.0
     error: str | None = None  # the attack failed: why (it then fooled nothing); flagged
+    # Certified lower bound at this row's threat model (None: no certificate ran for it, or an older
+    # result). The same for every attack of a threat model; n_unknown: robust here, yet not certified.
+    n_certified: int | None = None
+    certified_robust_accuracy: float | None = None
+    certified_robust_accuracy_ci: list[float] | None = None  # 95% Wilson interval
+    n_unknown: int | None = None
+    certification_method: str | None = None  # ibp | crown | crown+exact
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,9 @@ class RunDir:
                 arrays[f"saved{t}_{pos}"] = x_adv
                 examples.append([t, pos, attack, "saved"])
         arrays["examples"] = np.asarray(json.dumps(examples))
+        for t, threat in enumerate(shard.certified):
+            arrays[f"cert{t}"] = shard.certified[threat]
+            arrays[f"cert{t}_seconds"] = np.asarray(shard.certify_seconds.get(threat, 0.0))
 
         def write(fh: IO[bytes]) -> None:
             buffer = io.BytesIO()
@@ -127,6 +130,10 @@ class RunDir:
             for key, message in json.loads(str(saved["errors"])):
                 blank.errors.setdefault((key[0], key[1], float(key[2])), message)
             _load_examples(saved, blank)
+            for t, threat in enumerate(blank.certified):  # absent from shards saved before certification
+                if f"cert{t}" in saved.files:
+                    blank.certified[threat][:] = saved[f"cert{t}"]
+                    blank.certify_seconds[threat] = float(saved[f"cert{t}_seconds"])
         return blank
 
     def _check_samples(self, saved: np.lib.npyio.NpzFile, blank: SampleRecords) -> None:

@@ -16,8 +16,9 @@ from robaudit.audit.records import SampleRecords
 
 def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[str, object]]:
     """One record per sample: label, clean prediction and confidence, and per (attack, norm, eps) the
-    prediction, confidence, whether it is fooled so far in that threat model's cascade, and the
-    perturbation's L∞, L2 and L0 (pixel locations) norms."""
+    prediction, confidence, whether it is fooled so far in that threat model's cascade, the
+    perturbation's L∞, L2 and L0 (pixel locations) norms, and whether the threat model's certificate
+    covers the sample (true, false, or null where no certificate ran)."""
     lines = []
     for row, index in enumerate(records.indices.tolist()):
         label = int(records.labels[row])
@@ -44,11 +45,19 @@ def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[s
                         "linf": float(rec.linf[row]),
                         "l2": float(rec.l2[row]),
                         "l0": float(rec.l0[row]),
+                        "certified": _certified(records, (st.threat.norm, st.threat.eps), row),
                     }
                 )
         line["attacks"] = attacks
         lines.append(line)
     return lines
+
+
+def _certified(records: SampleRecords, threat: tuple[str, float], row: int) -> bool | None:
+    codes = records.certified.get(threat)
+    if codes is None or codes[row] < 0:
+        return None
+    return bool(codes[row] == 1)
 
 
 def write_per_sample(records: SampleRecords, stages: list[Stage], path: Path) -> None:

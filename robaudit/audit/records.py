@@ -87,6 +87,10 @@ class SampleRecords:
     examples: dict[Threat, dict[int, tuple[str, np.ndarray, np.ndarray]]] = field(default_factory=dict)
     saved: dict[Threat, dict[int, tuple[str, np.ndarray]]] = field(default_factory=dict)
     clean_seconds: float = 0.0
+    # Per threat model: each sample's certification code (certify.run: -1 none ran, 0 not certified,
+    # 1 certified, 2 refuted by exact verification) and the seconds certification took.
+    certified: dict[Threat, np.ndarray] = field(default_factory=dict)
+    certify_seconds: dict[Threat, float] = field(default_factory=dict)
 
     @classmethod
     def blank(
@@ -111,6 +115,8 @@ class SampleRecords:
             completed=n,
             examples={threat: {} for threat in layout.threats},
             saved={threat: {} for threat in layout.threats},
+            certified={threat: np.full(n, -1, np.int8) for threat in layout.threats},
+            certify_seconds=dict.fromkeys(layout.threats, 0.0),
         )
 
 
@@ -142,6 +148,8 @@ def merge_shards(parts: Sequence[SampleRecords], layout: RecordLayout, gallery_s
         examples={threat: {} for threat in layout.threats},
         saved={threat: {} for threat in layout.threats},
         clean_seconds=sum(p.clean_seconds for p in parts),
+        certified={t: np.concatenate([p.certified[t] for p in parts]) for t in layout.threats},
+        certify_seconds={t: sum(p.certify_seconds[t] for p in parts) for t in layout.threats},
     )
     offset = 0
     kept: dict[tuple[Threat, str], int] = {}  # examples in the gallery per threat model and attack

@@ -26,6 +26,7 @@ from robaudit.attacks.pgd import PGD
 from robaudit.attacks.rng import sample_seeds
 from robaudit.audit.records import AttackRecords, RecordKey, RecordLayout, SampleRecords, Threat, merge_shards
 from robaudit.audit.verification import verify
+from robaudit.certify.run import CERTIFIED_NORMS, certify_batch, check_sound
 from robaudit.errors import InputError, ResourceError, UsageError, is_out_of_memory, one_line
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ class ShardSettings:
     target: str = "none"  # none | random | least-likely | a class index
     gallery_size: int = 4  # successes per attack and threat model copied off the device for the report
     keep_adversarial: bool = False  # copy every success (--save-adversarial)
+    certify: str = "none"  # none | ibp | crown | exact | auto (certify.run)
+    certify_time_limit: float = 10.0  # seconds per sample for exact verification
 
     @classmethod
     def from_config(cls, config: AuditConfig, batch_size: int) -> ShardSettings:
@@ -57,6 +60,8 @@ class ShardSettings:
             target=config.threat.target,
             gallery_size=config.reports.gallery_size,
             keep_adversarial=config.reports.save_adversarial is not None,
+            certify=config.certify.method,
+            certify_time_limit=config.certify.time_limit,
         )
 
 
@@ -216,7 +221,32 @@ def _run_batch(
             rec = records.adversarial[key]
             cascade.write(rec, records.targets)
             rec.seconds += time.perf_counter() - start
+        if settings.certify != "none" and stage.threat.norm in CERTIFIED_NORMS:
+            on_stage(f"certify {stage.threat.describe()}")
+            _certify(adapter, stage, inputs, cascade, records, settings)
     return records
+
+
+def _certify(
+    adapter: ModelAdapter,
+    stage: Stage,
+    inputs: _Inputs,
+    cascade: _Cascade,
+    records: SampleRecords,
+    settings: ShardSettings,
+) -> None:
+    """Certify the batch at the stage's threat model after its attacks ran (exact verification then
+    only sees the samples they left), and refuse a certified sample that an attack fooled."""
+    start = time.perf_counter()
+    threat = (stage.threat.norm, stage.threat.eps)
+    fooled = (inputs.attacked & ~cascade.robust).cpu().numpy()
+    correct = records.clean_pred == inputs.y_np
+    codes = certify_batch(
+        adapter, inputs.x, inputs.y, correct, fooled, *threat, settings.certify, settings.certify_time_limit
+    )
+    check_sound(codes, fooled, records.indices, stage.threat.describe())
+    records.certified[threat][:] = codes
+    records.certify_seconds[threat] += time.perf_counter() - start
 
 
 def _clean_pass(

@@ -131,7 +131,12 @@ def _layer_bounds(
 
 
 def crown_pre_bounds(
-    ops: list[Op], inputs: InputSet, method: str, budget: int = 2**25, crown_max: int = 4096
+    ops: list[Op],
+    inputs: InputSet,
+    method: str,
+    budget: int = 2**25,
+    crown_max: int = 4096,
+    prefix_max: int | None = None,
 ) -> list[Bounds | None]:
     """Bounds on the input of each nonlinear op (None for linear ops).
 
@@ -148,7 +153,8 @@ def crown_pre_bounds(
             lo, hi = op.ibp(lo, hi)
             continue
         size = math.prod(lo.shape[1:])
-        tighten = (prefix and inputs.norm == "l2" and i > 0) or (
+        small_prefix = prefix_max is None or size <= prefix_max
+        tighten = (prefix and inputs.norm == "l2" and i > 0 and small_prefix) or (
             not prefix and method != "ibp" and size <= crown_max
         )
         if tighten:
@@ -169,7 +175,13 @@ def margin_specs(y: torch.Tensor, num_classes: int, dtype: torch.dtype) -> torch
 
 
 def margin_lower_bounds(
-    ops: list[Op], inputs: InputSet, y: torch.Tensor, method: str, num_classes: int, crown_max: int = 4096
+    ops: list[Op],
+    inputs: InputSet,
+    y: torch.Tensor,
+    method: str,
+    num_classes: int,
+    crown_max: int = 4096,
+    prefix_max: int | None = None,
 ) -> tuple[torch.Tensor, list[Bounds | None]]:
     """Lower bounds (N, K-1) on logit_y - logit_j over the input set, by ``method`` (ibp | crown), and
     the bounds on each nonlinear op's input they used.
@@ -178,7 +190,7 @@ def margin_lower_bounds(
     CROWN's figure is the larger of CROWN's and IBP's per spec: both are sound, so CROWN is never
     looser than IBP. ``crown_max``: see ``crown_pre_bounds`` (0 keeps IBP's intermediate bounds).
     """
-    pre = crown_pre_bounds(ops, inputs, method, crown_max=crown_max)
+    pre = crown_pre_bounds(ops, inputs, method, crown_max=crown_max, prefix_max=prefix_max)
     specs = margin_specs(y, num_classes, inputs.x0.dtype)
     last = ops[-1]
     if isinstance(last, Linear):

@@ -139,6 +139,8 @@ AdversarialPath = Annotated[
     Path | None, _option("adversarial_path", "--save-adversarial", panel=OUTPUT_PANEL)
 ]
 RadiusBisect = Annotated[int, _option("radius_bisect", panel=OUTPUT_PANEL)]
+Certify = Annotated[str, _option("certify", panel=THREAT_PANEL)]
+CertifyTimeLimit = Annotated[float, _option("certify_time_limit", panel=THREAT_PANEL)]
 FailUnder = Annotated[
     list[str] | None,
     typer.Option(

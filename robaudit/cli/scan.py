@@ -64,6 +64,8 @@ def scan(
     html_path: o.HtmlPath = None,
     markdown_path: o.MarkdownPath = None,
     radius_bisect: o.RadiusBisect = o.DEFAULT["radius_bisect"],
+    certify: o.Certify = o.DEFAULT["certify"],
+    certify_time_limit: o.CertifyTimeLimit = o.DEFAULT["certify_time_limit"],
     per_sample_path: o.PerSamplePath = None,
     adversarial_path: o.AdversarialPath = None,
     fail_under: o.FailUnder = None,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from robaudit.config.merge import merge, split_flat
 from robaudit.config.sections import (
     AttackEntry,
+    CertifySettings,
     DataSettings,
     GateSettings,
     ModelSettings,
@@ -46,6 +47,7 @@ class AuditSections(BaseModel):
     run: RunSettings = Field(default_factory=RunSettings)
     gate: GateSettings = Field(default_factory=GateSettings)
     reports: ReportsSettings = Field(default_factory=ReportsSettings)
+    certify: CertifySettings = Field(default_factory=CertifySettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -32,7 +32,10 @@ GateMetric = Literal[
     "attack_success_rate",
     "mean_confidence_adversarial_errors",
     "clean_accuracy",
+    "certified_robust_accuracy",
 ]
+
+CertifyMethod = Literal["none", "ibp", "crown", "exact", "auto"]
 
 
 def flat(name: str, **extra: Any) -> dict[str, Any]:
@@ -356,6 +359,21 @@ class ReportsSettings(Section):
     )
 
 
+class CertifySettings(Section):
+    # A certificate is a lower bound beside the attacks' upper bound (robaudit/certify/).
+    method: CertifyMethod = Field(
+        default="none",
+        json_schema_extra=flat("certify"),
+        description="Certified lower bound (linf, l2): none, ibp, crown, exact (MILP) or auto.",
+    )
+    time_limit: float = Field(
+        default=10.0,
+        gt=0,
+        json_schema_extra=flat("certify_time_limit"),
+        description="Seconds per sample for --certify exact.",
+    )
+
+
 class RunSettings(Section):
     device: str = Field(default="auto", description="auto (CUDA if present), cpu, cuda or cuda:N.")
     batch_size: int | Literal["auto"] = Field(
@@ -420,6 +438,7 @@ SECTIONS: dict[str, type[Section]] = {
     "threat": ThreatSettings,
     "gate": GateSettings,
     "reports": ReportsSettings,
+    "certify": CertifySettings,
     "run": RunSettings,
 }
 

@@ -17,6 +17,7 @@ ROW_METRICS: tuple[str, ...] = (
     "robust_error",
     "attack_success_rate",
     "mean_confidence_adversarial_errors",
+    "certified_robust_accuracy",
 )
 METRICS: tuple[str, ...] = (*ROW_METRICS, "clean_accuracy")
 NORMS: tuple[str, ...] = ("linf", "l2", "l1", "l0")
@@ -27,6 +28,7 @@ _LABELS = {
     "attack_success_rate": "attack success rate",
     "mean_confidence_adversarial_errors": "mean confidence on adversarial errors",
     "clean_accuracy": "clean accuracy",
+    "certified_robust_accuracy": "certified robust accuracy",
 }
 
 
@@ -98,6 +100,8 @@ def _interval(result: AuditResult, row: AttackRow | None, metric: str) -> list[f
         return [1.0 - hi, 1.0 - lo]
     if metric == "attack_success_rate":
         return row.attack_success_rate_ci
+    if metric == "certified_robust_accuracy":
+        return row.certified_robust_accuracy_ci
     return None
 
 
@@ -130,6 +134,8 @@ def _evaluate(result: AuditResult, check: Check) -> CheckOutcome:
         why = {
             "attack_success_rate": "no sample was classified correctly on clean input",
             "mean_confidence_adversarial_errors": "no adversarial input was misclassified",
+            "certified_robust_accuracy": "no certificate ran for this threat model: run with --certify, "
+            "under linf or l2, on a model of supported layers",
         }.get(check.metric, "the results do not record it")
         return _failed(check, f"{subject} is not available ({why}), so the check fails")
     return _compare(result, check, row, subject, float(value))

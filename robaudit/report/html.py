@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from robaudit.atomic import write_text_atomic
 from robaudit.attacks.registry import REGISTRY
+from robaudit.report.bracket import brackets
 from robaudit.report.eps import eps_text as shared_eps_text
 from robaudit.results import WORST_CASE, AttackRow, AuditResult, Example, Radius
 
@@ -236,6 +237,7 @@ def _context(result: AuditResult) -> dict[str, Any]:
         "summary_lines": _summary_lines(result),
         "worst_rows": worst,
         "plots": _plots(result),
+        "brackets": brackets(result),
         "show_target_hits": any(r.n_target_hits is not None for r in result.rows),
         "show_converted": any(r.n_fooled_converted is not None for r in result.rows),
         "show_class_names": any(c.name for c in result.classes),

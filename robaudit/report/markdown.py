@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from robaudit.atomic import write_text_atomic
+from robaudit.report.bracket import brackets
 from robaudit.report.eps import eps_text
 from robaudit.results import WORST_CASE, AttackRow, AuditResult
 
@@ -127,6 +128,7 @@ def render_markdown(result: AuditResult) -> str:
         lines += _worst_case_tables(result, worst)
     if per_attack:
         lines += _per_attack_table(per_attack)
+    lines += _bracket_table(result)
     for line in (_radius_line(result), _weakest_classes(result, worst)):
         if line:
             lines += ["", line]
@@ -232,6 +234,26 @@ def _per_attack_table(per_attack: list[AttackRow]) -> list[str]:
         "",
         "</details>",
     ]
+
+
+def _bracket_table(result: AuditResult) -> list[str]:
+    """Per certified threat model, the bracket [certified, attacked] and a bar of it."""
+    found = brackets(result)
+    if not found:
+        return []
+    body = [
+        [
+            escape(b.threat),
+            _pct(b.certified),
+            _pct(b.attacked),
+            str(b.n_unknown),
+            escape(b.method),
+            f"`{b.bar(30)}`",
+        ]
+        for b in found
+    ]
+    header = ["threat model", "certified", "attacked", "unknown", "method", "bar (# certified, - unknown)"]
+    return ["", "### Certified bracket", *_table(header, ["---", "---:", "---:", "---:", "---", "---"], body)]
 
 
 def _flags_and_notes(result: AuditResult) -> list[str]:

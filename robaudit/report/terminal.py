@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from robaudit.report.bracket import brackets
 from robaudit.report.eps import eps_text
 from robaudit.results import WORST_CASE, AuditResult
 
@@ -41,6 +42,7 @@ def render(result: AuditResult, console: Console) -> None:
     """The results for a reader at a terminal (80 columns or more; plain text when piped)."""
     _render_header(result, console)
     console.print(_rows_table(result))
+    _render_brackets(result, console)
     _render_row_notes(result, console)
     for flag in result.flags:
         console.print(
@@ -150,6 +152,16 @@ def _render_row_notes(result: AuditResult, console: Console) -> None:
         )
 
 
+def _render_brackets(result: AuditResult, console: Console) -> None:
+    """Per certified threat model: certified (#) to attacked, the unknown gap (-) between them."""
+    found = brackets(result)
+    if not found:
+        return
+    console.print("[bold]certified .. attacked[/] (# certified, - unknown, . not robust)")
+    for b in found:
+        console.print(f"  {escape(b.threat):<16} |{escape(b.bar())}| {escape(b.sentence())}", highlight=False)
+
+
 def _render_summary(result: AuditResult, console: Console) -> None:
     """The worst case per threat model in words, and the upper-bound caveat."""
     summary = [
@@ -163,7 +175,15 @@ def _render_summary(result: AuditResult, console: Console) -> None:
     lead = [f"[bold red]{escape(headline)}[/]", ""] if headline else []
     console.print(
         Panel(
-            "\n".join([*lead, *summary, "", result.caveat]),
+            "\n".join(
+                [
+                    *lead,
+                    *summary,
+                    *(escape(b.sentence()) for b in brackets(result)),
+                    "",
+                    escape(result.caveat),
+                ]
+            ),
             title="What these numbers mean",
             border_style="red" if headline else "cyan",
         )
