@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 UPPER_BOUND_CAVEAT = (
     "Robust accuracy found by attacks is an upper bound on true robust accuracy: these attacks found "
@@ -228,6 +228,17 @@ class AuditResult:
                 "flags": [Flag(**f) for f in data.get("flags", [])],
             }
         )
+
+
+def eot_summary(settings: dict[str, Any]) -> str | None:
+    """How a model found random was audited, in one line for the reports; None for a deterministic one
+    (and for results from before schema 1.2, which did not record it)."""
+    if not settings.get("random_model"):
+        return None
+    return (
+        f"random model: audited with EOT, {settings.get('eot')} gradient samples per step, each prediction "
+        f"the majority of {settings.get('eot_evals')} passes"
+    )
 
 
 def load_result(path: Path) -> AuditResult:

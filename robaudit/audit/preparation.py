@@ -14,6 +14,7 @@ import torch
 from robaudit.audit.attack_plan import build_attacks, threat_overrides
 from robaudit.audit.batching import choose as choose_batch_size
 from robaudit.audit.plan import Stage, plan_cascade
+from robaudit.audit.randomness import NO_EOT, EotPlan, is_random, plan_eot, with_eot
 from robaudit.config import DEFAULT_BATCH_SIZE
 from robaudit.data import Dataset, open_dataset, stratified_subset
 from robaudit.data.dataset import MNIST_NAME, MNIST_SHAPE
@@ -58,6 +59,7 @@ class Prepared:
     timings: dict[str, float]
     restore: Callable[[], None]  # puts the user's model back as it was (training mode, requires_grad)
     batch_size: int  # --batch-size, or what auto chose
+    eot: EotPlan = NO_EOT  # a random model's gradient samples and passes per prediction
 
 
 def prepare(config: AuditConfig, module: torch.nn.Module | None = None) -> Prepared:
@@ -101,6 +103,9 @@ def _prepare_with(
             "sample_models/mnist_holdout.npz",
         )
     attacks = _runnable_attacks(config, adapter, attacks, notes)
+    eot = plan_eot(config, is_random(adapter, probe))
+    attacks = with_eot(attacks, eot)
+    notes.extend(n for n in [eot.note()] if n)
     if (
         config.threat.target not in ("none", "random", "least-likely")
         and int(config.threat.target) >= adapter.num_classes
@@ -111,7 +116,7 @@ def _prepare_with(
     if config.reports.radius_bisect and config.threat.target != "none":
         raise UsageError("--radius-bisect: bisects the untargeted radius; drop --target or --radius-bisect")
     stages = plan_cascade(attacks, config.threat.norms, config.threat.eps, 1, overrides)  # type: ignore[arg-type]
-    return Prepared(adapter, dataset, indices, stages, notes, timings, handle.restore, batch_size)
+    return Prepared(adapter, dataset, indices, stages, notes, timings, handle.restore, batch_size, eot)
 
 
 def _open_data(config: AuditConfig, handle: ModelHandle) -> tuple[Dataset, str, np.ndarray]:

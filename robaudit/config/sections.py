@@ -167,6 +167,14 @@ class ThreatSettings(Section):
         "index.",
     )
 
+    # How many passes decide a prediction; for a random model (see audit/randomness.py).
+    eot_evals: int = Field(
+        default=0,
+        ge=0,
+        description="Passes of the model per prediction, clean and adversarial; a sample counts as fooled "
+        "when most of them misclassify it. 0: auto (11 on a model found random, else 1).",
+    )
+
     @field_validator("norms")
     @classmethod
     def _norms_given(cls, value: tuple[str, ...]) -> tuple[str, ...]:
