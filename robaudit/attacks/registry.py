@@ -166,8 +166,7 @@ def setting_fields() -> dict[str, list[AttackInfo]]:
 EOT_FIELD = Field(
     default=0,
     ge=0,
-    description="Gradient samples averaged per step (EOT, for random models). 0: auto (10 on a model "
-    "found random, else 1).",
+    description="EOT gradient samples per step (0: auto, 10 on a random model).",
 )
 
 

@@ -171,8 +171,7 @@ class ThreatSettings(Section):
     eot_evals: int = Field(
         default=0,
         ge=0,
-        description="Passes of the model per prediction, clean and adversarial; a sample counts as fooled "
-        "when most of them misclassify it. 0: auto (11 on a model found random, else 1).",
+        description="Passes per prediction, majority wins (0: auto).",
     )
 
     @field_validator("norms")
