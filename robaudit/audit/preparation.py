@@ -102,8 +102,9 @@ def _prepare_with(
             "robaudit's sample models (0-7999); audit those on their holdout set, --data "
             "sample_models/mnist_holdout.npz",
         )
-    attacks = _runnable_attacks(config, adapter, attacks, notes)
-    eot = plan_eot(config, is_random(adapter, probe))
+    random_model = is_random(adapter, probe)
+    attacks = _runnable_attacks(config, adapter, attacks, notes, random_model)
+    eot = plan_eot(config, random_model)
     attacks = with_eot(attacks, eot)
     notes.extend(n for n in [eot.note()] if n)
     if (
@@ -160,7 +161,7 @@ def _batch_size(
 
 
 def _runnable_attacks(
-    config: AuditConfig, adapter: ModelAdapter, attacks: list[Attack], notes: list[str]
+    config: AuditConfig, adapter: ModelAdapter, attacks: list[Attack], notes: list[str], random_model: bool
 ) -> list[Attack]:
     """The attacks the model can take: without gradients, only the gradient-free ones (noted), and
     none at all is an error."""
@@ -169,6 +170,7 @@ def _runnable_attacks(
         notes.append(
             f"{config.model_path.name}: converted to PyTorch with {caps.converter}; largest logit difference from "
             f"ONNX Runtime on the first batch {caps.parity_max_abs_diff:.3g}"
+            + (" (between the means of many passes: the model is random)" if random_model else "")
         )
     gradient_attacks = [a.name for a in attacks if a.needs_gradients]
     if not gradient_attacks or caps.gradients:
