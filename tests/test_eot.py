@@ -129,3 +129,14 @@ def test_a_random_model_audit_is_deterministic_given_the_seed() -> None:
             rb.mean_confidence_adversarial_errors,
         )
     assert a.mean_confidence_clean == b.mean_confidence_clean
+
+
+def test_a_baseline_compares_eot_only_where_both_audits_fixed_it() -> None:
+    """Auto (0) resolves once the model is loaded, and results before schema 1.2 have no eot."""
+    from robaudit.gate.baseline import settings_mismatches
+
+    old = {"pgd": {"steps": 40}}
+    assert settings_mismatches(old, {"pgd": {"steps": 40, "eot": 1}}) == []
+    assert settings_mismatches({"pgd": {"steps": 40, "eot": 10}}, {"pgd": {"steps": 40, "eot": 0}}) == []
+    found = settings_mismatches({"pgd": {"steps": 40, "eot": 10}}, {"pgd": {"steps": 40, "eot": 1}})
+    assert found == ["attack settings (settings.pgd.eot 10 -> 1)"]
