@@ -154,7 +154,9 @@ def _run(
     run_dir: RunDir | None,
     model_sha: str,
 ) -> SampleRecords:
-    settings = ShardSettings.from_config(config, prepared.batch_size)
+    settings = ShardSettings.from_config(
+        config, prepared.batch_size, prepared.eot.evals, prepared.eot.random_model
+    )
     if distributed.wanted(config.run):  # the same shards and merge, on Ray workers
         return _complete_or_raise(
             distributed.run_distributed(

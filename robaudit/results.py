@@ -245,6 +245,17 @@ class AuditResult:
         )
 
 
+def eot_summary(settings: dict[str, Any]) -> str | None:
+    """How a model found random was audited, in one line for the reports; None for a deterministic one
+    (and for results from before schema 1.2, which did not record it)."""
+    if not settings.get("random_model"):
+        return None
+    return (
+        f"random model: audited with EOT, {settings.get('eot')} gradient samples per step, each prediction "
+        f"the majority of {settings.get('eot_evals')} passes"
+    )
+
+
 def load_result(path: Path) -> AuditResult:
     """Read a results JSON back, or raise an InputError naming the file and what is wrong."""
     from robaudit.errors import InputError

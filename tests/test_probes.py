@@ -97,7 +97,8 @@ def test_saturated_logits_are_caught() -> None:
 
 
 def test_randomness_is_caught() -> None:
-    assert "randomness" in flags_of(Noisy())
+    # One gradient sample and one pass per prediction: the flag, not EOT's cost, is under test here.
+    assert "randomness" in flags_of(Noisy(), eot=1, eot_evals=1)
 
 
 def test_probes_can_be_switched_off() -> None:

@@ -101,7 +101,7 @@ class APGD:
     loss: Literal["ce", "dlr"] = "ce"
     rho: float = 0.75  # a checkpoint halves the step when under this share of its iterations improved
     momentum: float = 0.75
-    eot: int = 1  # gradient samples averaged per step (expectation over transformation)
+    eot: int = 0  # gradient samples averaged per step (EOT); 0 and 1: one
     early_stop: bool = True  # fooled samples leave the working batch
     min_margin: float = 0.0  # see PGD.min_margin
 
@@ -306,7 +306,7 @@ class APGDT:
     restarts: int = 1
     rho: float = 0.75
     momentum: float = 0.75
-    eot: int = 1
+    eot: int = 0
     early_stop: bool = True
     min_margin: float = 0.0
 

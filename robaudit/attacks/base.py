@@ -52,22 +52,25 @@ class Attack(Protocol):
 
 
 def input_gradient(
-    model: LogitsFn, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None = None
+    model: LogitsFn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    targets: torch.Tensor | None = None,
+    samples: int = 1,
 ) -> torch.Tensor:
     """Gradient of the attack objective w.r.t. x, with torch.autograd.grad (weights untouched).
 
     Untargeted: ascend the cross-entropy of the true class. Targeted: ascend minus the cross-entropy
     of the target. Summing (not averaging) keeps each sample's gradient independent of its batch.
+    ``samples`` > 1 averages that many gradients (EOT, see ``loss_and_grad``).
     """
-    x = x.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(x)
+
+    def loss_fn(logits: torch.Tensor) -> torch.Tensor:
         if targets is None:
-            loss = torch.nn.functional.cross_entropy(logits, y, reduction="sum")
-        else:
-            loss = -torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-        (grad,) = torch.autograd.grad(loss, x)
-    return grad
+            return torch.nn.functional.cross_entropy(logits, y, reduction="none")
+        return -torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+
+    return loss_and_grad(model, x, loss_fn, samples)[2]
 
 
 def loss_and_grad(

@@ -27,6 +27,8 @@ class FGSM:
     needs_gradients: ClassVar[bool] = True
     norms: ClassVar[tuple[str, ...]] = ("linf", "l2", "l1")
 
+    eot: int = 0  # gradient samples averaged (EOT, for random models); 0 and 1: one
+
     def __call__(
         self,
         model: LogitsFn,
@@ -40,7 +42,7 @@ class FGSM:
     ) -> torch.Tensor:
         if eps == 0 or x.shape[0] == 0:
             return x.clone()
-        grad = input_gradient(model, x, y, targets)
+        grad = input_gradient(model, x, y, targets, samples=self.eot)
         step = float32_safe_eps(eps, norm, x[0].numel())  # eps itself for L∞
         if norm == "l1":
             return clip_to_bounds(x + l1box.steepest_step(grad, x, step)).detach()

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 import torch
 
 from robaudit.attacks import l1box
-from robaudit.attacks.base import LogitsFn, succeeded
+from robaudit.attacks.base import LogitsFn, loss_and_grad, succeeded
 from robaudit.attacks.norms import (
     ascent_direction,
     clip_to_bounds,
@@ -79,6 +79,7 @@ class PGD:
     # the model audited; for a surrogate (a quantized graph's float twin) the runner sets twice their
     # largest logit difference, so that a point which fools the surrogate fools the real model too.
     min_margin: float = 0.0
+    eot: int = 0  # gradient samples averaged per step (EOT, for random models); 0 and 1: one
 
     @property
     def name(self) -> str:
@@ -101,12 +102,7 @@ class PGD:
     def _loss_and_grad(
         self, model: LogitsFn, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = x.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model(x)
-            loss = self.losses(logits, y, t)
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-        return logits.detach(), loss.detach(), grad
+        return loss_and_grad(model, x, lambda z: self.losses(z, y, t), samples=self.eot)
 
     def __call__(
         self,

@@ -162,8 +162,18 @@ def setting_fields() -> dict[str, list[AttackInfo]]:
 # --- the attacks -------------------------------------------------------------------------------------
 
 
+# One --eot flag for every gradient attack (expectation over transformation, Athalye et al. 2018).
+EOT_FIELD = Field(
+    default=0,
+    ge=0,
+    description="EOT gradient samples per step (0: auto, 10 on a random model).",
+)
+
+
 class FGSMSettings(AttackSettings):
-    """FGSM has no settings: one step of size eps."""
+    """FGSM's one setting: EOT's gradient samples (its step is eps)."""
+
+    eot: int = EOT_FIELD
 
 
 register(
@@ -189,6 +199,7 @@ class PGDSettings(AttackSettings):
     loss: Literal["ce", "dlr"] = Field(
         default="ce", description="PGD loss: ce (cross-entropy) or dlr (Croce & Hein 2020)."
     )
+    eot: int = EOT_FIELD
 
 
 register(
@@ -211,7 +222,7 @@ class APGDSettings(AttackSettings):
     loss: Literal["ce", "dlr"] = Field(
         default="ce", description="APGD loss: ce (cross-entropy) or dlr (Croce & Hein 2020)."
     )
-    eot: int = Field(default=1, gt=0, description="Gradient samples averaged per step (EOT).")
+    eot: int = EOT_FIELD
 
 
 register(
@@ -234,7 +245,7 @@ class APGDTSettings(AttackSettings):
     n_targets: int = Field(
         default=9, gt=0, description="APGD-T: the most likely other classes it targets, one run each."
     )
-    eot: int = Field(default=1, gt=0, description="Gradient samples averaged per step (EOT).")
+    eot: int = EOT_FIELD
 
 
 register(

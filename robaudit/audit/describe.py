@@ -98,4 +98,7 @@ def run_settings(config: AuditConfig, prepared: Prepared, records: SampleRecords
         "batch_size_used": records.batch_size_used,
         "gallery_size": config.reports.gallery_size,
         "device": str(prepared.adapter.device),
+        "random_model": prepared.eot.random_model,
+        "eot": prepared.eot.eot,
+        "eot_evals": prepared.eot.evals,
     }

@@ -14,6 +14,7 @@ import torch
 from robaudit.audit.attack_plan import build_attacks, threat_overrides
 from robaudit.audit.batching import choose as choose_batch_size
 from robaudit.audit.plan import Stage, plan_cascade
+from robaudit.audit.randomness import NO_EOT, EotPlan, is_random, plan_eot, with_eot
 from robaudit.audit.surrogate import load_surrogate, transfer_attacks
 from robaudit.config import DEFAULT_BATCH_SIZE
 from robaudit.data import Dataset, open_dataset, stratified_subset
@@ -59,6 +60,7 @@ class Prepared:
     timings: dict[str, float]
     restore: Callable[[], None]  # puts the user's model back as it was (training mode, requires_grad)
     batch_size: int  # --batch-size, or what auto chose
+    eot: EotPlan = NO_EOT  # a random model's gradient samples and passes per prediction
 
 
 def prepare(config: AuditConfig, module: torch.nn.Module | None = None) -> Prepared:
@@ -107,7 +109,11 @@ def _prepare_with(
         attacks, restore = _with_surrogate(
             config, dataset, probe, adapter, attacks, overrides, handle.restore
         )
-    attacks = _runnable_attacks(config, adapter, attacks, notes)
+    random_model = is_random(adapter, probe)
+    attacks = _runnable_attacks(config, adapter, attacks, notes, random_model)
+    eot = plan_eot(config, random_model)
+    attacks = with_eot(attacks, eot)
+    notes.extend(n for n in [eot.note()] if n)
     if (
         config.threat.target not in ("none", "random", "least-likely")
         and int(config.threat.target) >= adapter.num_classes
@@ -118,7 +124,7 @@ def _prepare_with(
     if config.reports.radius_bisect and config.threat.target != "none":
         raise UsageError("--radius-bisect: bisects the untargeted radius; drop --target or --radius-bisect")
     stages = plan_cascade(attacks, config.threat.norms, config.threat.eps, 1, overrides)  # type: ignore[arg-type]
-    return Prepared(adapter, dataset, indices, stages, notes, timings, restore, batch_size)
+    return Prepared(adapter, dataset, indices, stages, notes, timings, restore, batch_size, eot)
 
 
 def _with_surrogate(
@@ -191,7 +197,7 @@ def _batch_size(
 
 
 def _runnable_attacks(
-    config: AuditConfig, adapter: ModelAdapter, attacks: list[Attack], notes: list[str]
+    config: AuditConfig, adapter: ModelAdapter, attacks: list[Attack], notes: list[str], random_model: bool
 ) -> list[Attack]:
     """The attacks the model can take: without gradients, only the gradient-free ones (noted), and
     none at all is an error."""
@@ -200,6 +206,7 @@ def _runnable_attacks(
         notes.append(
             f"{config.model_path.name}: converted to PyTorch with {caps.converter}; largest logit difference from "
             f"ONNX Runtime on the first batch {caps.parity_max_abs_diff:.3g}"
+            + (" (between the means of many passes: the model is random)" if random_model else "")
         )
     gradient_attacks = [a.name for a in attacks if a.needs_gradients]
     if not gradient_attacks or caps.gradients:

@@ -113,7 +113,9 @@ class ShardWorker:
             prepared = prepare(config)
             _same("data", prepared.dataset.path, prepared.dataset.sha256, self.digests[1])
             self.prepared = prepared
-            self.settings = ShardSettings.from_config(config, prepared.batch_size)
+            self.settings = ShardSettings.from_config(
+                config, prepared.batch_size, prepared.eot.evals, prepared.eot.random_model
+            )
         assert self.settings is not None
         return {
             "pid": os.getpid(),

@@ -24,8 +24,9 @@ from robaudit.attacks.apgd import APGD, APGDT
 from robaudit.attacks.norms import lp_norm
 from robaudit.attacks.pgd import PGD
 from robaudit.attacks.rng import sample_seeds
+from robaudit.audit.randomness import reseed
 from robaudit.audit.records import AttackRecords, RecordKey, RecordLayout, SampleRecords, Threat, merge_shards
-from robaudit.audit.verification import verify
+from robaudit.audit.verification import majority_predict, verify
 from robaudit.certify.run import CERTIFIED_NORMS, certify_batch, check_sound
 from robaudit.errors import InputError, ResourceError, UsageError, is_out_of_memory, one_line
 
@@ -49,10 +50,17 @@ class ShardSettings:
     keep_adversarial: bool = False  # copy every success (--save-adversarial)
     certify: str = "none"  # none | ibp | crown | exact | auto (certify.run)
     certify_time_limit: float = 10.0  # seconds per sample for exact verification
+    # A random model (audit/randomness.py): passes per recorded prediction, the majority deciding, and
+    # torch's generator seeded per batch.
+    evals: int = 1
+    random_model: bool = False
 
     @classmethod
-    def from_config(cls, config: AuditConfig, batch_size: int) -> ShardSettings:
-        """``batch_size``: the one the run uses (--batch-size, or what auto chose)."""
+    def from_config(
+        cls, config: AuditConfig, batch_size: int, evals: int = 1, random_model: bool = False
+    ) -> ShardSettings:
+        """``batch_size``: the one the run uses (--batch-size, or what auto chose); ``evals`` and
+        ``random_model``: the run's EOT plan (``Prepared.eot``)."""
         return cls(
             seed=config.run.seed,
             data_range=config.float_data_range,
@@ -62,6 +70,8 @@ class ShardSettings:
             keep_adversarial=config.reports.save_adversarial is not None,
             certify=config.certify.method,
             certify_time_limit=config.certify.time_limit,
+            evals=evals,
+            random_model=random_model,
         )
 
 
@@ -201,6 +211,8 @@ def _run_batch(
     records = SampleRecords.blank(
         _layout(stages, settings), batch.positions, batch.indices, batch.y, settings.batch_size
     )
+    if settings.random_model:
+        reseed(settings.seed, int(batch.indices[0]))
     on_stage("clean")
     inputs = _clean_pass(adapter, settings, batch, records)
     for stage in stages:
@@ -258,8 +270,8 @@ def _clean_pass(
     y = torch.from_numpy(batch.y).to(device)
     seeds = torch.from_numpy(sample_seeds(settings.seed, batch.indices)).to(device)
     start = time.perf_counter()
-    clean_logits = adapter.predict_logits(x)
-    pred, conf = _softmax_top1(clean_logits)
+    pred_t, conf_t, clean_logits = majority_predict(adapter.predict_logits, x, y, settings.evals, clean=True)
+    pred, conf = _to_host(pred_t, conf_t)
     records.clean_pred[:], records.clean_conf[:] = pred, conf
     records.clean_seconds += time.perf_counter() - start
     correct = torch.from_numpy(pred).to(device) == y
@@ -298,7 +310,7 @@ def _attack_active(
     act = active.cpu().numpy()
     caps = adapter.capabilities
     check_conversion = caps.backend == "onnx" and caps.gradients and on_conversion(adapter, attack)
-    flipped_np = _score(adapter, x_adv, xa, act, inputs.y_np, cascade, check_conversion)
+    flipped_np = _score(adapter, x_adv, xa, ya, act, cascade, check_conversion, settings.evals)
     flipped = torch.from_numpy(flipped_np).to(adapter.device)
     _keep_examples(
         records,
@@ -354,28 +366,29 @@ def _score(
     adapter: ModelAdapter,
     x_adv: torch.Tensor,
     x: torch.Tensor,
+    y: torch.Tensor,
     act: np.ndarray,
-    y_np: np.ndarray,
     cascade: _Cascade,
     check_conversion: bool,
+    evals: int,
 ) -> np.ndarray:
-    """Re-predict verified candidates on the reference runtime and record them for rows ``act``;
-    returns which of them are now misclassified."""
-    adv_pred, adv_conf = _softmax_top1(adapter.predict_logits(x_adv))
+    """Re-predict verified candidates on the reference runtime (the majority of ``evals`` passes) and
+    record them for rows ``act``; returns which of them are now misclassified."""
+    adv_pred, adv_conf = _to_host(*majority_predict(adapter.predict_logits, x_adv, y, evals, clean=False)[:2])
+    y_act = y.cpu().numpy()
     cascade.pred[act], cascade.conf[act] = adv_pred, adv_conf
     delta = (x_adv - x).double()
     for k in cascade.sizes:
         cascade.sizes[k][act] = lp_norm(delta, k).cpu().numpy()
     if check_conversion:
         with torch.inference_mode():
-            conv_pred = adapter.logits(x_adv).argmax(1).cpu().numpy()
-        cascade.fooled_converted[act] |= conv_pred != y_np[act]
-    return np.asarray(adv_pred != y_np[act])
+            conv = majority_predict(adapter.logits, x_adv, y, evals, clean=False)[0]
+        conv_pred = conv.cpu().numpy()
+        cascade.fooled_converted[act] |= conv_pred != y_act
+    return np.asarray(adv_pred != y_act)
 
 
-def _softmax_top1(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    probs = torch.softmax(logits.float(), dim=1)
-    conf, pred = probs.max(1)
+def _to_host(pred: torch.Tensor, conf: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return pred.cpu().numpy().astype(np.int64), conf.cpu().numpy().astype(np.float64)
 
 

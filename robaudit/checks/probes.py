@@ -92,8 +92,10 @@ def randomness(adapter: ModelAdapter, x: torch.Tensor) -> list[Flag]:
             code="randomness",
             message=f"five passes over the same inputs gave logits differing by up to {spread:.3g}",
             advice=(
-                "the model is random (dropout or noise left on, or a randomised defence): attack it with "
-                "expectation over transformation, and report robust accuracy over several runs"
+                "the model is random (dropout or noise left on, or a randomised defence); robaudit attacked it "
+                "with expectation over transformation and took each prediction by majority (settings eot, "
+                "eot_evals): raise --eot and --eot-evals for a tighter estimate, and report robust accuracy "
+                "over several seeds"
             ),
         )
     ]

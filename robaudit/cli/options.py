@@ -76,6 +76,7 @@ AttackKwargs = Annotated[
 Norm = Annotated[list[str] | None, _option("norms", "--norm", panel=THREAT_PANEL)]
 Eps = Annotated[list[str] | None, _option("eps", panel=THREAT_PANEL)]
 Target = Annotated[str, _option("target", panel=THREAT_PANEL)]
+EotEvals = Annotated[int, _option("eot_evals", "--eot-evals", panel=THREAT_PANEL)]
 InputRange = Annotated[str, _option("input_range", panel=MODEL_PANEL)]
 Mean = Annotated[str | None, _option("mean", panel=MODEL_PANEL)]
 Std = Annotated[str | None, _option("std", panel=MODEL_PANEL)]

@@ -41,6 +41,7 @@ def scan(
     attacks: o.Attack = None,
     norms: o.Norm = None,
     target: o.Target = o.DEFAULT["target"],
+    eot_evals: o.EotEvals = o.DEFAULT["eot_evals"],
     attack_kwargs: o.AttackKwargs = None,
     eps: o.Eps = None,
     resize: o.Resize = None,

@@ -176,6 +176,13 @@ class ThreatSettings(Section):
         "index.",
     )
 
+    # How many passes decide a prediction; for a random model (see audit/randomness.py).
+    eot_evals: int = Field(
+        default=0,
+        ge=0,
+        description="Passes per prediction, majority wins (0: auto).",
+    )
+
     @field_validator("norms")
     @classmethod
     def _norms_given(cls, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from robaudit.atomic import write_text_atomic
 from robaudit.report.bracket import brackets
 from robaudit.report.eps import eps_text
-from robaudit.results import WORST_CASE, AttackRow, AuditResult
+from robaudit.results import WORST_CASE, AttackRow, AuditResult, eot_summary
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~#])")
 _LIST_MARKER = re.compile(r"^(\d+)([.)])|^([-+>=])")
@@ -279,6 +279,7 @@ def _footer(result: AuditResult) -> str:
     return (
         f"<sub>robaudit {escape(result.robaudit_version)}, {escape(result.created_utc)}, "
         f"seed {escape(s.get('seed', 'n/a'))}, device {escape(s.get('device', 'n/a'))}"
+        + (f", {escape(eot)}" if (eot := eot_summary(s)) else "")
         + (f", {seconds:.1f} s" if seconds is not None else "")
         + f", model sha256 {escape(result.model.sha256[:12])}</sub>"
     )

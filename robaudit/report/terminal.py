@@ -15,7 +15,7 @@ from rich.table import Table
 
 from robaudit.report.bracket import brackets
 from robaudit.report.eps import eps_text
-from robaudit.results import WORST_CASE, AuditResult
+from robaudit.results import WORST_CASE, AuditResult, eot_summary
 
 if TYPE_CHECKING:
     from robaudit.gate.thresholds import CheckOutcome
@@ -67,6 +67,9 @@ def _render_header(result: AuditResult, console: Console) -> None:
         f"[bold]data[/]  {escape(d.description)}; evaluated {d.n_evaluated}{requested} ({escape(d.subset)})"
     )
     console.print(f"[bold]device[/] {escape(str(result.settings['device']))}, seed {result.settings['seed']}")
+    eot = eot_summary(result.settings)
+    if eot:
+        console.print(f"[bold]eot[/]   {escape(eot)}", highlight=False)
     for note in result.notes:
         console.print(f"[yellow]note[/] {escape(note)}", highlight=False)
     cc = result.confidence_clean
