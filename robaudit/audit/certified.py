@@ -83,7 +83,8 @@ def _sweep_notes(records: SampleRecords, walk: Walk | None) -> list[str]:
         return []
     positions = int(np.prod(walk.sample_shape[1:]))
     seconds = records.certify_seconds.get(("l0", 1.0), 0.0)
-    note = sweep_note(records.onepixel_swept, positions, seconds)
+    n_correct = int((records.clean_pred == records.labels).sum())
+    note = sweep_note(records.onepixel_swept, positions, seconds, n_correct)
     return [] if note is None else [note]
 
 

@@ -108,8 +108,9 @@ def certify_onepixel(
     return swept
 
 
-def sweep_note(swept: np.ndarray, positions: int, seconds: float) -> str | None:
-    """The one-line note on how much of the exhaustive sweep bounding skipped."""
+def sweep_note(swept: np.ndarray, positions: int, seconds: float, n_bounded: int) -> str | None:
+    """The one-line note on how much of the exhaustive sweep bounding skipped, and the time it took
+    (``seconds`` of certification over ``n_bounded`` clean-correct samples)."""
     bounded = swept >= 0
     n = int(bounded.sum())
     if n == 0:
@@ -118,6 +119,6 @@ def sweep_note(swept: np.ndarray, positions: int, seconds: float) -> str | None:
     done = int(swept[bounded].sum())
     return (
         f"certify: one-pixel (l0 1 pixel): bounding skipped {100 * (1 - done / total):.2f}% of the "
-        f"256-level sweep ({done} of {total} pixel positions swept, {n} samples, "
-        f"{seconds / n:.3f} s of certification per swept sample)"
+        f"256-level sweep ({done} of {total} pixel positions swept over {n} samples); "
+        f"{seconds / max(n_bounded, 1):.3f} s per clean-correct sample"
     )
