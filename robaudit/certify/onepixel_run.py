@@ -24,12 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from robaudit.certify.bounds import sizes
 from robaudit.certify.onepixel_exact import LEVELS, _sweep, position_bounds
 from robaudit.certify.ops import Op
 from robaudit.certify.walk import Walk
 
 NOT_CERTIFIED, CERTIFIED, REFUTED = 0, 1, 2  # certify.run's codes (imported there, so not from it)
-SWEEP_BATCH = 8192  # images per forward pass of the sweep (32 positions x 256 levels)
+# The sweep's forward passes hold (images x widest layer) float64 values: about 256 MiB at this.
+SWEEP_ELEMENTS = 1 << 25
 
 
 def covers(norm: str, eps: float, walk: Walk | None) -> bool:
@@ -91,6 +93,7 @@ def certify_onepixel(
     the positions swept per sample (-1: no sweep ran for it)."""
     swept = np.full(len(y), -1, np.int64)
     exact = method not in ("ibp", "crown")
+    batch = max(LEVELS, SWEEP_ELEMENTS // max(sizes(ops, x[:1])))  # a pass covers at least one position
     with torch.no_grad():
         for row in np.flatnonzero(correct).tolist():
             yi = int(y[row])
@@ -100,7 +103,7 @@ def certify_onepixel(
             if not exact or fooled[row]:
                 continue
             open_pos = open_pos[lb[open_pos].argsort()]
-            example, swept[row] = _sweep(ops, x[row], yi, open_pos, SWEEP_BATCH)
+            example, swept[row] = _sweep(ops, x[row], yi, open_pos, batch)
             if example is not None:
                 codes[row] = REFUTED
             elif len(open_pos) and _between_levels(ops, x[row], yi, num_classes, open_pos, tol):
