@@ -115,3 +115,22 @@ def test_colour_images_keep_l0_uncertified_with_the_note(tmp_path: Path) -> None
     result = _scan(tmp_path / "c.npz", model, "exact", ("sparse-rs",), tmp_path / "s.jsonl")
     assert all(r.n_certified is None and r.certification_method is None for r in result.rows)
     assert any("l0 threat models are not certified" in note for note in result.notes)
+
+
+def test_positions_the_bounds_leave_open_are_swept_then_certified(tmp_path: Path) -> None:
+    """relu(v - 0.5) - relu(v - 0.5) is 0, but bounds over v in [0, 1] cannot see it: pixel (0, 0) stays
+    open, the sweep finds no fooling level, and the intervals between levels certify it."""
+    first = nn.Linear(36, 2)
+    out = nn.Linear(2, 2)
+    with torch.no_grad():
+        first.weight.zero_()
+        first.weight[:, 0] = 1.0
+        first.bias[:] = -0.5
+        out.weight[:] = torch.tensor([[0.0, 0.0], [2.0, -2.0]])
+        out.bias[:] = torch.tensor([0.5, 0.0])
+    model = nn.Sequential(nn.Flatten(), first, nn.ReLU(), out).eval()
+    data = _grid_data(tmp_path / "d.npz", model, 2)
+    result = _scan(data, model, "exact", ("sparse-rs",), tmp_path / "s.jsonl")
+    worst = result.rows[-1]
+    assert worst.n_robust == 2 and worst.n_certified == 2 and worst.n_unknown == 0
+    assert any("(2 of 72 pixel positions swept over 2 samples)" in note for note in result.notes)
