@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from robaudit.audit.summary import ci
+from robaudit.certify.onepixel_run import sweep_note
 from robaudit.certify.run import CERTIFIED, NULL, REFUTED, check_sound, methods_used, note_for
 from robaudit.certify.walk import Walk, walk_adapter
 from robaudit.results import WORST_CASE, AttackRow
@@ -49,8 +50,8 @@ def certified_rows(
     for row in rows:
         threat = (row.norm, row.eps)
         codes = records.certified.get(threat)
-        used = methods_used(method, row.norm, walk)
-        note = note_for(method, row.norm, walk)
+        used = methods_used(method, row.norm, walk, row.eps)
+        note = note_for(method, row.norm, walk, row.eps)
         if note is not None and note not in notes:
             notes.append(note)
         if codes is None or used is None or bool((codes == NULL).all()) and len(codes):
@@ -73,7 +74,18 @@ def certified_rows(
                 certification_method=used,
             )
         )
-    return out, notes
+    return out, [*notes, *_sweep_notes(records, walk)]
+
+
+def _sweep_notes(records: SampleRecords, walk: Walk | None) -> list[str]:
+    """How much of the one-pixel sweep bounding skipped (none when no sweep ran)."""
+    if walk is None or not len(records.onepixel_swept):
+        return []
+    positions = int(np.prod(walk.sample_shape[1:]))
+    seconds = records.certify_seconds.get(("l0", 1.0), 0.0)
+    n_correct = int((records.clean_pred == records.labels).sum())
+    note = sweep_note(records.onepixel_swept, positions, seconds, n_correct)
+    return [] if note is None else [note]
 
 
 def refuted_note(records: SampleRecords, stages: list[Stage]) -> list[str]:

@@ -99,6 +99,7 @@ class RunDir:
         for t, threat in enumerate(shard.certified):
             arrays[f"cert{t}"] = shard.certified[threat]
             arrays[f"cert{t}_seconds"] = np.asarray(shard.certify_seconds.get(threat, 0.0))
+        arrays["onepixel_swept"] = shard.onepixel_swept
 
         def write(fh: IO[bytes]) -> None:
             buffer = io.BytesIO()
@@ -134,6 +135,8 @@ class RunDir:
                 if f"cert{t}" in saved.files:
                     blank.certified[threat][:] = saved[f"cert{t}"]
                     blank.certify_seconds[threat] = float(saved[f"cert{t}_seconds"])
+            if "onepixel_swept" in saved.files:
+                blank.onepixel_swept[:] = saved["onepixel_swept"]
         return blank
 
     def _check_samples(self, saved: np.lib.npyio.NpzFile, blank: SampleRecords) -> None:

@@ -91,6 +91,8 @@ class SampleRecords:
     # 1 certified, 2 refuted by exact verification) and the seconds certification took.
     certified: dict[Threat, np.ndarray] = field(default_factory=dict)
     certify_seconds: dict[Threat, float] = field(default_factory=dict)
+    # The one-pixel threat model's exact sweep: pixel positions swept per sample (-1: none ran).
+    onepixel_swept: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @classmethod
     def blank(
@@ -117,6 +119,7 @@ class SampleRecords:
             saved={threat: {} for threat in layout.threats},
             certified={threat: np.full(n, -1, np.int8) for threat in layout.threats},
             certify_seconds=dict.fromkeys(layout.threats, 0.0),
+            onepixel_swept=np.full(n, -1, np.int64),
         )
 
 
@@ -150,6 +153,7 @@ def merge_shards(parts: Sequence[SampleRecords], layout: RecordLayout, gallery_s
         clean_seconds=sum(p.clean_seconds for p in parts),
         certified={t: np.concatenate([p.certified[t] for p in parts]) for t in layout.threats},
         certify_seconds={t: sum(p.certify_seconds[t] for p in parts) for t in layout.threats},
+        onepixel_swept=cat("onepixel_swept"),
     )
     offset = 0
     kept: dict[tuple[Threat, str], int] = {}  # examples in the gallery per threat model and attack

@@ -27,7 +27,7 @@ from robaudit.attacks.rng import sample_seeds
 from robaudit.audit.randomness import reseed
 from robaudit.audit.records import AttackRecords, RecordKey, RecordLayout, SampleRecords, Threat, merge_shards
 from robaudit.audit.verification import majority_predict, verify
-from robaudit.certify.run import CERTIFIED_NORMS, certify_batch, check_sound
+from robaudit.certify.run import CERTIFIED_NORMS, certify_batch, certify_onepixel_batch, check_sound
 from robaudit.errors import InputError, ResourceError, UsageError, is_out_of_memory, one_line
 
 if TYPE_CHECKING:
@@ -233,7 +233,8 @@ def _run_batch(
             rec = records.adversarial[key]
             cascade.write(rec, records.targets)
             rec.seconds += time.perf_counter() - start
-        if settings.certify != "none" and stage.threat.norm in CERTIFIED_NORMS:
+        one_pixel = stage.threat.norm == "l0" and int(stage.threat.eps) == 1
+        if settings.certify != "none" and (stage.threat.norm in CERTIFIED_NORMS or one_pixel):
             on_stage(f"certify {stage.threat.describe()}")
             _certify(adapter, stage, inputs, cascade, records, settings)
     return records
@@ -253,9 +254,21 @@ def _certify(
     threat = (stage.threat.norm, stage.threat.eps)
     fooled = (inputs.attacked & ~cascade.robust).cpu().numpy()
     correct = records.clean_pred == inputs.y_np
-    codes = certify_batch(
-        adapter, inputs.x, inputs.y, correct, fooled, *threat, settings.certify, settings.certify_time_limit
-    )
+    if stage.threat.norm == "l0":  # one pixel: bounds, then the exact sweep (certify.onepixel_run)
+        codes, records.onepixel_swept[:] = certify_onepixel_batch(
+            adapter, inputs.x, inputs.y, correct, fooled, settings.certify
+        )
+    else:
+        codes = certify_batch(
+            adapter,
+            inputs.x,
+            inputs.y,
+            correct,
+            fooled,
+            *threat,
+            settings.certify,
+            settings.certify_time_limit,
+        )
     check_sound(codes, fooled, records.indices, stage.threat.describe())
     records.certified[threat][:] = codes
     records.certify_seconds[threat] += time.perf_counter() - start

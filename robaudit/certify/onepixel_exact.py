@@ -65,10 +65,12 @@ def position_bounds(
     method: str = "crown",
     crown_max: int = 0,
     positions: torch.Tensor | None = None,
+    ranges: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Per position of the image ``x0`` (*shape) (or of ``positions``), a lower bound on
-    min_j (logit_y - logit_j) over that pixel's range [0, 1]. ``crown_max``: intermediate layers this
-    small get CROWN bounds (0: IBP's; one pixel moves so little that they are already tight)."""
+    min_j (logit_y - logit_j) over that pixel's range [0, 1] (or, with ``ranges``, over [lo, hi] given
+    per entry of ``positions``). ``crown_max``: intermediate layers this small get CROWN bounds (0:
+    IBP's; one pixel moves so little that they are already tight)."""
     flat = x0.reshape(-1)
     n = flat.numel()
     todo = torch.arange(n) if positions is None else positions
@@ -79,8 +81,9 @@ def position_bounds(
         pos = todo[start : start + chunk]
         base = flat.expand(len(pos), n)
         lo, hi = base.clone(), base.clone()
-        lo[torch.arange(len(pos)), pos] = 0.0
-        hi[torch.arange(len(pos)), pos] = 1.0
+        rows = torch.arange(len(pos))
+        lo[rows, pos] = 0.0 if ranges is None else ranges[0][start : start + chunk].to(lo.dtype)
+        hi[rows, pos] = 1.0 if ranges is None else ranges[1][start : start + chunk].to(hi.dtype)
         shape = (len(pos), *x0.shape)
         inputs = PixelBox(base.reshape(shape), 1.0, "linf", lo.reshape(shape), hi.reshape(shape))
         labels = torch.full((len(pos),), y, dtype=torch.long)

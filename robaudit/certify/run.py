@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from robaudit.certify import onepixel_run
 from robaudit.certify.bounds import InputSet, margin_lower_bounds, sizes
 from robaudit.certify.ops import Op, ReLU
 from robaudit.certify.walk import Walk, walk_adapter
@@ -55,8 +56,11 @@ class CertificationError(VerificationError):
     """A certified sample was fooled by a verified attack: the bounds are wrong somewhere (a bug)."""
 
 
-def methods_used(method: str, norm: str, walk: Walk | None) -> str | None:
-    """What certified this threat model, as the results record it (None: nothing ran)."""
+def methods_used(method: str, norm: str, walk: Walk | None, eps: float | None = None) -> str | None:
+    """What certified this threat model, as the results record it (None: nothing ran). One pixel
+    (l0, eps 1) on greyscale images: the bounds alone, or with the exact sweep ("crown+exact")."""
+    if method != "none" and eps is not None and onepixel_run.covers(norm, eps, walk):
+        return method if method in ("ibp", "crown") else "crown+exact"
     if method == "none" or norm not in CERTIFIED_NORMS or walk is None or walk.ops is None:
         return None
     if method in ("ibp", "crown"):
@@ -127,6 +131,30 @@ def certify_batch(
     return codes
 
 
+def certify_onepixel_batch(
+    adapter: ModelAdapter,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    correct: np.ndarray,
+    fooled: np.ndarray,
+    method: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Codes (N,) for the one-pixel threat model (``onepixel_run``) and the positions swept per sample
+    (-1: none); all NULL when it does not apply (colour images, a model the bounds do not cover)."""
+    codes = np.full(len(y), NULL, np.int8)
+    swept = np.full(len(y), -1, np.int64)
+    walk = walk_adapter(adapter, x)
+    if method == "none" or not onepixel_run.covers("l0", 1.0, walk) or walk.ops is None:
+        return codes, swept
+    ops = [_on_cpu(op) for op in walk.ops]
+    codes[:] = NOT_CERTIFIED
+    x64, y_cpu = x.detach().to("cpu", torch.float64), y.detach().cpu()
+    swept = onepixel_run.certify_onepixel(
+        ops, x64, y_cpu, walk.num_classes, correct, fooled, method, tolerance(adapter), codes
+    )
+    return codes, swept
+
+
 def check_sound(codes: np.ndarray, fooled: np.ndarray, indices: np.ndarray, where: str) -> None:
     """Raise ``CertificationError`` naming the first sample both certified and fooled."""
     both = np.flatnonzero((codes == CERTIFIED) & fooled)
@@ -188,10 +216,15 @@ def _on_cpu(op: Op) -> Op:
     return dataclasses.replace(op, **moved)
 
 
-def note_for(method: str, norm: str, walk: Walk | None) -> str | None:
+def note_for(method: str, norm: str, walk: Walk | None, eps: float | None = None) -> str | None:
     """Why a threat model has no certificate, or only part of what was asked, in one line."""
-    if method == "none":
+    if method == "none" or eps is not None and onepixel_run.covers(norm, eps, walk):
         return None
+    if norm == "l0" and (walk is None or walk.ops is not None):
+        return (
+            "certify: l0 threat models are not certified except 1 pixel on greyscale images "
+            "(certificates cover linf, l2 and one pixel of a single-channel image)"
+        )
     if norm not in CERTIFIED_NORMS:
         return f"certify: {norm} threat models are not certified (certificates cover linf and l2)"
     if walk is None or walk.ops is None:
