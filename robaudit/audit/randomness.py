@@ -52,20 +52,29 @@ class EotPlan:
 NO_EOT = EotPlan(random_model=False, eot=1, evals=1)
 
 
-def is_random(adapter: ModelAdapter, probe: torch.Tensor) -> bool:
-    """Whether repeated passes over the same inputs differ, on the reference runtime or (when there is
-    one) the differentiable model. Float noise between identical passes is below the tolerance."""
-    x = probe[:_DETECT_SAMPLES].to(adapter.device)
+def output_spread(adapter: ModelAdapter, x: torch.Tensor, passes: int) -> tuple[float, float]:
+    """The largest difference between ``passes`` passes over the same inputs, on the reference runtime
+    and (when there is one) the differentiable model, and the logits' scale it is judged against."""
     runs = [adapter.predict_logits]
     if adapter.capabilities.gradients:
         runs.append(adapter.logits)
+    spread, scale = 0.0, 1.0
     for run in runs:
         with torch.no_grad():
-            outputs = [run(x).float() for _ in range(_DETECT_PASSES)]
-        scale = max(1.0, float(outputs[0].abs().max()))
-        if any(float((o - outputs[0]).abs().max()) > 1e-5 * scale for o in outputs[1:]):
-            return True
-    return False
+            outputs = [run(x).float() for _ in range(passes)]
+        scale = max(scale, float(outputs[0].abs().max()))
+        spread = max([spread, *(float((o - outputs[0]).abs().max()) for o in outputs[1:])])
+    return spread, scale
+
+
+def differs(spread: float, scale: float) -> bool:
+    """Whether a spread between identical passes is more than float noise."""
+    return spread > 1e-5 * scale
+
+
+def is_random(adapter: ModelAdapter, probe: torch.Tensor) -> bool:
+    """Whether repeated passes over the first samples differ (``output_spread``)."""
+    return differs(*output_spread(adapter, probe[:_DETECT_SAMPLES].to(adapter.device), _DETECT_PASSES))
 
 
 def plan_eot(config: AuditConfig, random_model: bool) -> EotPlan:

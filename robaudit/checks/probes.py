@@ -40,6 +40,7 @@ from robaudit.attacks.norms import float32_safe_eps
 from robaudit.attacks.pgd import PGD
 from robaudit.attacks.square import Square
 from robaudit.audit.plan import Stage
+from robaudit.audit.randomness import differs, output_spread
 from robaudit.audit.verification import verify
 from robaudit.errors import is_out_of_memory, one_line
 from robaudit.models import ModelAdapter
@@ -79,13 +80,8 @@ def probability_outputs(adapter: ModelAdapter) -> list[Flag]:
 
 
 def randomness(adapter: ModelAdapter, x: torch.Tensor) -> list[Flag]:
-    outputs = [adapter.predict_logits(x) for _ in range(5)]
-    if adapter.capabilities.gradients:
-        with torch.no_grad():
-            outputs += [adapter.logits(x).float() for _ in range(5)]
-    reference = outputs[0]
-    spread = max(float((o - outputs[0 if i < 5 else 5]).abs().max()) for i, o in enumerate(outputs))
-    if spread <= 1e-5 * max(1.0, float(reference.abs().max())):
+    spread, scale = output_spread(adapter, x, 5)
+    if not differs(spread, scale):
         return []
     return [
         Flag(
