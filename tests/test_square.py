@@ -80,3 +80,33 @@ def test_square_beats_pgd_on_masked_gradients(lenet: tuple[nn.Module, torch.Tens
         fooled_pgd = int((masked(pgd).argmax(1) != y).sum())
         fooled_sq = int((masked(sq).argmax(1) != y).sum())
     assert fooled_sq > fooled_pgd
+
+
+def test_linf_step_rewrites_one_window_with_a_sign_that_changes_it() -> None:
+    """The proposal touches one s x s window per sample, sets it to x ± eps (one sign per channel,
+    clipped to the box), and skips a sign draw that would leave the window as it is."""
+    gen = torch.Generator().manual_seed(3)
+    n, c, h, w, eps = 64, 3, 12, 12, 0.1
+    x = torch.rand(n, c, h, w, generator=gen)
+    x[: n // 2] = 0.0  # at the box's corner: "minus eps" leaves these pixels where they are
+    best = (x + eps * torch.where(torch.rand(x.shape, generator=gen) < 0.5, -1.0, 1.0)).clamp(0, 1)
+    best[: n // 2] = 0.0  # ... and the current best is that corner, so only "plus" changes the window
+    u = torch.rand(n, 5 + 8 * c, generator=gen)
+    p = 0.1
+    side = round((p * h * w) ** 0.5)
+    cand = Square._linf_step(x, best, u, p, eps)
+    for i in range(n):
+        changed = (cand[i] != best[i]).any(0).nonzero()
+        rows, cols = changed[:, 0], changed[:, 1]
+        assert len(changed) > 0
+        assert int(rows.max() - rows.min()) < side and int(cols.max() - cols.min()) < side
+        top, left = int(rows.min()), int(cols.min())
+        window = (slice(None), slice(top, top + side), slice(left, left + side))
+        # Inside the window every channel is x + s*eps for a single sign s, clipped to the box.
+        plus = (x[i] + eps).clamp(0, 1)[window]
+        minus = (x[i] - eps).clamp(0, 1)[window]
+        got = cand[i][window]
+        per_channel = [torch.equal(got[k], plus[k]) or torch.equal(got[k], minus[k]) for k in range(c)]
+        assert all(per_channel)
+        if i < n // 2:  # at the corner, a draw with "plus" on some channel was taken
+            assert bool((got == plus).flatten(1).all(1).any()) and not torch.equal(got, best[i][window])
