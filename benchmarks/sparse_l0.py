@@ -1,4 +1,5 @@
-"""Sparse-RS against differential evolution (one-pixel) under the L0 threat model, on the sample LeNet.
+"""Sparse-RS against differential evolution (one-pixel) under the L0 threat model, on the sample LeNet
+or a CIFAR-shaped CNN.
 
 Run by hand from the repository root (never part of the test suite)::
 
@@ -11,6 +12,10 @@ Queries are counted here, by the model function the attacks call (one per image 
 candidate is checked: at most k changed pixel locations, values in [0, 1]. A sample counts as fooled
 when ONNX Runtime's prediction on the returned image differs from its label.
 
+``--model cifar-shaped`` attacks instead the 3 x 32 x 32 CNN of ``autoattack_compare.py`` (trained
+there in seconds, seeded, on tinted holdout images 1000-1999) through PyTorch on tinted holdout images
+0.., where one pixel (all three channels) fools far more samples than on the greyscale LeNet.
+
 Part 1: at 1 pixel, one-pixel at its defaults (population 400, 100 generations: at most 40,400 queries per
 sample) against Sparse-RS with ``--queries-k1`` (a quarter of that by default), on the first
 ``--n-onepixel`` images. Part 2: Sparse-RS's robust accuracy over k = ``--pixels`` at ``--queries``.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -36,9 +42,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Counted:
-    """The ONNX model as a logits function that counts the images it is asked about."""
+    """The ONNX model (or a torch module) as a logits function that counts the images it is asked about."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None = None, module: torch.nn.Module | None = None) -> None:
+        self.module = module
+        self.queries = 0
+        if path is None:
+            return
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -48,15 +58,36 @@ class Counted:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self.queries += x.shape[0]
+        if self.module is not None:
+            with torch.no_grad():
+                return self.module(x)
         out = self.session.run(None, {self.input: np.ascontiguousarray(x.numpy(), np.float32)})[0]
         return torch.from_numpy(out)
 
 
-def load(model: Counted, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The first n correctly classified holdout images, their labels and their per-sample seeds."""
+def cifar_shaped() -> Counted:
+    """``autoattack_compare.py``'s CIFAR-shaped CNN, trained here (seeded)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from autoattack_compare import tinted, train_cifar_shaped
+
     with np.load(ROOT / "sample_models" / "mnist_holdout.npz") as data:
-        x = torch.from_numpy(data["x"][: 2 * n + 50, None].astype(np.float32) / 255)
-        y = torch.from_numpy(data["y"][: 2 * n + 50].astype(np.int64))
+        module = train_cifar_shaped(tinted(data["x"][1000:2000], 1), data["y"][1000:2000].astype(np.int64))
+    return Counted(module=module)
+
+
+def load(model: Counted, n: int, colour: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first n correctly classified holdout images, their labels and their per-sample seeds (tinted
+    3 x 32 x 32 as ``autoattack_compare.py`` makes them when ``colour``)."""
+    with np.load(ROOT / "sample_models" / "mnist_holdout.npz") as data:
+        raw = data["x"][: min(2 * n + 50, 1000)]
+        y = torch.from_numpy(data["y"][: len(raw)].astype(np.int64))
+    if colour:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from autoattack_compare import tinted
+
+        x = torch.from_numpy(tinted(raw, 0).astype(np.float32) / 255)
+    else:
+        x = torch.from_numpy(raw[:, None].astype(np.float32) / 255)
     keep = torch.nonzero(model(x).argmax(1) == y).flatten()[:n]
     return x[keep], y[keep], torch.from_numpy(sample_seeds(0, keep.numpy()))
 
@@ -93,11 +124,13 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=400)
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--pixels", default="1,2,5,10,20")
+    parser.add_argument("--model", choices=("lenet", "cifar-shaped"), default="lenet")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    model = Counted(ROOT / "sample_models" / "mnist_cnn.onnx")
-    x, y, seeds = load(model, max(args.n, args.n_onepixel))
+    colour = args.model == "cifar-shaped"
+    model = cifar_shaped() if colour else Counted(ROOT / "sample_models" / "mnist_cnn.onnx")
+    x, y, seeds = load(model, max(args.n, args.n_onepixel), colour)
     m = args.n_onepixel
     rows = [
         run("onepixel", OnePixel(population=args.population, generations=args.generations), model, x[:m], y[:m], seeds[:m], 1),
@@ -105,9 +138,10 @@ def main() -> None:
     ]  # fmt: skip
     curve = [
         run("sparse-rs", SparseRS(pixels=k, queries=args.queries), model, x[: args.n], y[: args.n], seeds[: args.n], k)
-        for k in (int(p) for p in args.pixels.split(","))
+        for k in (int(p) for p in args.pixels.split(",") if p)
     ]  # fmt: skip
-    print(f"Part 1: 1 pixel, {m} images, ONNX Runtime on the CPU, 1 thread")
+    runtime = "PyTorch" if colour else "ONNX Runtime"
+    print(f"Part 1: 1 pixel, {m} images, {args.model}, {runtime} on the CPU, 1 thread")
     print("| attack | budget per sample | fooled | queries per sample | seconds | inside |")
     print("|---|---|---|---|---|---|")
     budgets = [f"{args.population} x {args.generations}", f"{args.queries_k1} queries"]
