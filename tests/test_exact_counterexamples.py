@@ -4,6 +4,7 @@ robust; their counterexamples, re-checked on ONNX Runtime, close the bracket. Re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -155,3 +156,26 @@ def test_one_pixel_sweep_counterexample_fools_onnx_runtime(tmp_path: Path) -> No
     levels = x_adv[changed] * 255
     assert np.allclose(levels, np.round(levels), atol=1e-4)  # a level k/255
     assert bool((_ort_pred(model, x_adv) != label).all())
+
+
+def test_the_gate_picks_the_exact_row_before_and_after_the_audit(linf_scan: tuple) -> None:
+    from robaudit.errors import UsageError
+    from robaudit.gate.parse import parse_threshold
+    from robaudit.gate.precheck import precheck_gate
+    from robaudit.gate.thresholds import evaluate_checks
+
+    text = "robust_accuracy@exact:linf:0.1=0.5"
+    check = parse_threshold(text, "min", "--fail-under")
+
+    def config(certify: str) -> AuditConfig:
+        return AuditConfig(
+            model="m.onnx", attacks=("fgsm",), eps=(EPS,), certify=certify,
+            gate_checks=[dataclasses.asdict(check)],
+        )  # fmt: skip
+
+    precheck_gate(config("exact"))
+    with pytest.raises(UsageError, match="no row exact:linf:0.1"):
+        precheck_gate(config("crown"))
+    result = linf_scan[3]
+    (outcome,) = evaluate_checks(result, [check])
+    assert outcome.value == pytest.approx(result.rows[1].robust_accuracy)
