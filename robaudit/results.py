@@ -20,10 +20,11 @@ UPPER_BOUND_CAVEAT = (
 
 # The caveat when a certificate ran: attacks bound true robust accuracy from above, certificates from below.
 BRACKET_CAVEAT = (
-    "Where a certificate ran, true robust accuracy lies in [certified, attacked]: the attacks found "
-    "adversarial examples for the samples counted as fooled (a stronger attack can only find more), and "
-    "bound propagation proved no input in the threat model changes the prediction of the samples counted "
-    "as certified. Samples in neither set are unknown."
+    "Where a certificate ran, true robust accuracy lies in [certified, attacked]: the attacks, and exact "
+    "verification where it ran, found adversarial examples, confirmed on the reference runtime, for the "
+    "samples counted as fooled (a stronger attack can only find more), and bound propagation proved no "
+    "input in the threat model changes the prediction of the samples counted as certified. Samples in "
+    "neither set are unknown."
 )
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from robaudit.api import run_audit
+from robaudit.audit.records import RecordLayout
 from robaudit.config import AuditConfig
 from robaudit.results import AuditResult
 from tests.conftest import quiet_export
@@ -179,3 +180,66 @@ def test_the_gate_picks_the_exact_row_before_and_after_the_audit(linf_scan: tupl
     result = linf_scan[3]
     (outcome,) = evaluate_checks(result, [check])
     assert outcome.value == pytest.approx(result.rows[1].robust_accuracy)
+
+
+def test_only_points_onnx_runtime_misclassifies_are_confirmed(tmp_path: Path) -> None:
+    """``confirm`` on a real ONNX Runtime adapter: a correctly classified point (the clean image) is not
+    confirmed, whatever the verifier said; a point outside the ball is projected into it first."""
+    from robaudit.audit.counterexamples import confirm
+    from robaudit.audit.preparation import prepare
+    from robaudit.certify.milp import exact_verdicts
+    from robaudit.certify.walk import walk
+
+    model, data = mlp_files(tmp_path, n=8)
+    prepared = prepare(AuditConfig(model=model, data=str(data), checks=False))
+    with np.load(data) as d:
+        x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"]).long()
+    ops = walk(tiny_mlp(), x, 3).ops
+    assert ops is not None
+    verdicts, points = exact_verdicts(ops, x.double(), y, EPS, "linf", 5.0)
+    refuted = [i for i, v in enumerate(verdicts) if v is False]
+    assert len(refuted) >= 2
+    real, fake = refuted[0], refuted[1]
+    far = (points[real] - x[real].double()) * 5 + x[real].double()  # 5x the step: outside the ball
+    examples = {real: far, fake: x[fake].double()}  # the clean image: classified correctly
+    found = confirm(prepared.adapter, x, y, examples, np.ones(len(y), bool), ("linf", EPS), 1)
+    assert found.rows.tolist() == [real]
+    assert float((found.x_adv[0].double() - x[real].double()).abs().max()) <= EPS + 1e-6
+    assert int(_ort_pred(model, found.x_adv.numpy())[0]) == int(found.pred[0]) != int(y[real])
+    none = confirm(prepared.adapter, x, y, examples, np.zeros(len(y), bool), ("linf", EPS), 1)
+    assert len(none.rows) == 0  # samples the cascade does not attack never count
+
+
+def test_an_unconfirmed_refutation_is_unknown_and_noted() -> None:
+    """Records where exact refuted two samples and the runtime confirmed one: the other stays robust in
+    the attacked figure, is unknown in the bracket, and the note and the row count it."""
+    from robaudit.attacks.fgsm import FGSM
+    from robaudit.audit.certified import certified_rows, exact_note, exact_threats
+    from robaudit.audit.plan import Stage, ThreatModel
+    from robaudit.audit.records import SampleRecords
+    from robaudit.audit.summary import attack_rows
+    from robaudit.certify.run import CERTIFIED, REFUTED
+    from robaudit.certify.walk import walk
+
+    stages = [Stage(ThreatModel("linf", EPS), (FGSM(),))]
+    labels = np.array([0, 1, 2, 0])
+    records = SampleRecords.blank(
+        RecordLayout.of(stages, targeted=False, certify="exact"), np.arange(4), np.arange(4), labels, 4
+    )
+    records.clean_pred[:] = labels
+    for rec in records.adversarial.values():
+        rec.pred[:] = labels
+    records.adversarial[("exact", "linf", EPS)].pred[1] = 2  # sample 1: confirmed; sample 2: not
+    records.certified[("linf", EPS)][:] = [CERTIFIED, REFUTED, REFUTED, CERTIFIED]
+    w = walk(tiny_mlp(), torch.rand(2, 1, 4, 4), 3)
+    exact = exact_threats(stages, "exact", w)
+    rows, worst = attack_rows(records, stages, "torch", 3, exact)
+    rows, _ = certified_rows(rows, records, stages, worst, "exact", w)
+    fgsm, exact_row, worst_row = rows
+    assert (fgsm.n_robust, exact_row.n_robust, worst_row.n_robust) == (4, 3, 3)
+    assert exact_row.n_fooled_by_attack == 1
+    assert worst_row.n_unknown == 1 and worst_row.n_refuted_unconfirmed == 1
+    assert fgsm.n_unknown == 1  # sample 1 is known not robust, not unknown, on the attack's row too
+    (note,) = exact_note(records, stages, worst)
+    assert "proved 2 samples not robust" in note and "1 of its counterexamples" in note
+    assert "1 did not reproduce there" in note
