@@ -123,7 +123,8 @@ def exact_note(records: SampleRecords, stages: list[Stage], worst: dict[Threat, 
         if not refuted.any():
             continue
         confirmed = _confirmed(records, threat)
-        not_attacked = refuted & (records.targets < 0) if records.targets is not None else refuted & False
+        targets = records.targets
+        not_attacked = refuted & (targets < 0) if targets is not None else np.zeros_like(refuted)
         missed = refuted & ~worst[threat] & ~not_attacked  # confirmed, or fooled at a smaller eps, count
         parts = [
             f"certify: at {st.threat.describe()}, exact verification proved {int(refuted.sum())} samples not "
