@@ -243,3 +243,20 @@ def test_an_unconfirmed_refutation_is_unknown_and_noted() -> None:
     (note,) = exact_note(records, stages, worst)
     assert "proved 2 samples not robust" in note and "1 of its counterexamples" in note
     assert "1 did not reproduce there" in note
+
+
+def test_a_one_pixel_counterexample_inside_the_l2_ball_is_flagged(tmp_path: Path) -> None:
+    """The sweep's pixel (0 -> 128/255, an L2 change of 0.5) lies in the L2 ball of 0.6 that FGSM, whose
+    gradient is zero off the band, leaves robust: the weaker-attack-wins flag names exact among the
+    one-pixel steps."""
+    module = _bump(0.5, 0.05)
+    data = _grid_data(tmp_path / "d.npz", module, 3, first_pixel_zero=True)
+    config = AuditConfig(
+        model=Path("in-memory"), data=str(data), attacks=("fgsm", "sparse-rs"), norms=("l2",), eps=(0.6,),
+        certify="exact", queries=300,
+    )  # fmt: skip
+    result = run_audit(config, module=module)
+    l2_worst = next(r for r in result.rows if r.norm == "l2" and r.attack == "worst-case")
+    assert l2_worst.n_robust == 3
+    flag = next(f for f in result.flags if f.code == "weaker-attack-wins")
+    assert "sparse-rs, exact" in flag.message and "fooled 3 samples" in flag.message
