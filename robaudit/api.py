@@ -20,7 +20,7 @@ import torch
 from robaudit import __version__
 from robaudit.attacks.rng import sample_seeds
 from robaudit.audit import distributed
-from robaudit.audit.certified import certified_rows, model_walk, refuted_note
+from robaudit.audit.certified import certified_rows, exact_note, exact_threats, model_walk
 from robaudit.audit.checkpoint import RunDir
 from robaudit.audit.describe import data_info, environment, model_info, run_settings
 from robaudit.audit.exports import write_adversarial, write_per_sample
@@ -107,14 +107,15 @@ def _audit(
     caps = prepared.adapter.capabilities
     # "onnx" rows report how many samples the converted graph alone was fooled on; that needs a conversion.
     row_backend = "onnx" if caps.backend == "onnx" and caps.gradients else "torch"
-    rows, worst = attack_rows(records, prepared.stages, row_backend, prepared.adapter.num_classes)
     walk = model_walk(prepared, config.certify.method, config.float_data_range)
+    exact = exact_threats(prepared.stages, config.certify.method, walk)
+    rows, worst = attack_rows(records, prepared.stages, row_backend, prepared.adapter.num_classes, exact)
     rows, certify_notes = certified_rows(rows, records, prepared.stages, worst, config.certify.method, walk)
-    prepared.notes.extend([*certify_notes, *refuted_note(records, prepared.stages)])
+    prepared.notes.extend([*certify_notes, *exact_note(records, prepared.stages, worst)])
     if config.certify.method != "none":
         prepared.timings["certify_seconds"] = round(sum(records.certify_seconds.values()), 4)
     _note_run(config, prepared, records)
-    _write_outputs(config, prepared, records)
+    _write_outputs(config, prepared, records, exact)
     prepared.timings["clean_seconds"] = round(records.clean_seconds, 4)
     result = _result(config, prepared, records, rows, worst, model_sha, module)
     flags, notes = _flags(config, prepared, records, result, worst)
@@ -198,9 +199,11 @@ def _note_run(config: AuditConfig, prepared: Prepared, records: SampleRecords) -
         )
 
 
-def _write_outputs(config: AuditConfig, prepared: Prepared, records: SampleRecords) -> None:
+def _write_outputs(
+    config: AuditConfig, prepared: Prepared, records: SampleRecords, exact: set[Threat]
+) -> None:
     if config.reports.per_sample is not None:
-        write_per_sample(records, prepared.stages, config.reports.per_sample)
+        write_per_sample(records, prepared.stages, config.reports.per_sample, exact)
     if config.reports.save_adversarial is not None:
         saved = write_adversarial(records, config.reports.save_adversarial)
         prepared.notes.append(f"saved {saved} adversarial examples to {config.reports.save_adversarial}")

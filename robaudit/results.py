@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 UPPER_BOUND_CAVEAT = (
     "Robust accuracy found by attacks is an upper bound on true robust accuracy: these attacks found "
@@ -20,10 +20,11 @@ UPPER_BOUND_CAVEAT = (
 
 # The caveat when a certificate ran: attacks bound true robust accuracy from above, certificates from below.
 BRACKET_CAVEAT = (
-    "Where a certificate ran, true robust accuracy lies in [certified, attacked]: the attacks found "
-    "adversarial examples for the samples counted as fooled (a stronger attack can only find more), and "
-    "bound propagation proved no input in the threat model changes the prediction of the samples counted "
-    "as certified. Samples in neither set are unknown."
+    "Where a certificate ran, true robust accuracy lies in [certified, attacked]: the attacks, and exact "
+    "verification where it ran, found adversarial examples, confirmed on the reference runtime, for the "
+    "samples counted as fooled (a stronger attack can only find more), and bound propagation proved no "
+    "input in the threat model changes the prediction of the samples counted as certified. Samples in "
+    "neither set are unknown."
 )
 
 
@@ -144,7 +145,9 @@ class AttackRow:
 
     A sample is robust only if it is correct on clean input and no attack flipped it. Attacks run as
     a cascade, so an attack's row counts the samples fooled by it or by a cheaper attack before it in
-    the same threat model; ``n_fooled_by_attack`` is its own share. The ``worst-case`` row per (norm,
+    the same threat model; ``n_fooled_by_attack`` is its own share. Where exact verification ran, an
+    ``exact`` row ends the cascade: its own share is the samples whose exact counterexample the
+    reference runtime confirmed. The ``worst-case`` row per (norm,
     eps) counts every attack, and samples fooled at a smaller eps of the same norm. For ``l0``, eps is
     the number of pixel locations the attack may change.
     """
@@ -176,6 +179,9 @@ class AttackRow:
     certified_robust_accuracy_ci: list[float] | None = None  # 95% Wilson interval
     n_unknown: int | None = None
     certification_method: str | None = None  # ibp | crown | crown+exact
+    # crown+exact: samples exact verification proved not robust whose counterexample the reference
+    # runtime did not misclassify (not counted as fooled; unknown). None: no exact verification (or <1.3).
+    n_refuted_unconfirmed: int | None = None
 
 
 @dataclass(frozen=True)

@@ -80,15 +80,23 @@ def test_exact_one_pixel_verdicts_are_sound_against_both_attacks(tmp_path: Path)
     assert not any("l0 threat models are not certified" in note for note in exact.notes)
 
 
-def test_a_pixel_level_the_attack_misses_gives_certified_false(tmp_path: Path) -> None:
-    """Sparse-RS tries only black and white; the sweep finds the grey level 128/255 that flips the class."""
+def test_a_pixel_level_the_attack_misses_counts_as_fooled_by_exact(tmp_path: Path) -> None:
+    """Sparse-RS tries only black and white; the sweep finds the grey level 128/255 that flips the class,
+    and that image, confirmed on the model, counts as fooled in the cascade's exact step."""
     model = _bump(0.5, 0.05)
     data = _grid_data(tmp_path / "d.npz", model, 3, first_pixel_zero=True)
     result = _scan(data, model, "exact", ("sparse-rs",), tmp_path / "s.jsonl")
-    worst = result.rows[-1]
-    assert worst.n_robust == 3 and worst.n_certified == 0 and worst.n_unknown == 0  # refuted: not unknown
-    assert all(e["certified"] is False for line in _lines(tmp_path / "s.jsonl") for e in line["attacks"])
-    assert any("not robust that no attack fooled" in note for note in result.notes)
+    attack, exact, worst = result.rows
+    assert (attack.attack, exact.attack) == ("sparse-rs", "exact")
+    assert attack.n_robust == 3 and exact.n_fooled_by_attack == 3  # every sample: the attack missed them
+    assert worst.n_robust == 0 and worst.n_certified == 0 and worst.n_unknown == 0
+    for line in _lines(tmp_path / "s.jsonl"):
+        assert [(e["attack"], e["fooled"], e["certified"]) for e in line["attacks"]] == [
+            ("sparse-rs", False, False),
+            ("exact", True, False),
+        ]
+        assert line["attacks"][1]["l0"] == 1.0
+    assert any("not robust that no attack fooled" in note and "3 of its" in note for note in result.notes)
 
 
 def test_a_fooling_value_between_8bit_levels_is_never_certified(tmp_path: Path) -> None:

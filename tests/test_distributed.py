@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -192,6 +193,32 @@ def test_an_interrupted_run_resumes_on_other_worker_counts_and_in_process(
         assert len(list(run_dir.glob("batch-*.npz"))) == saved, i
     assert (tmp_path / f"{len(legs) - 1}.jsonl").read_bytes() == reference[0]
     assert _rows(result) == reference[1]
+
+
+def test_exact_counterexamples_come_back_from_a_worker_as_in_process(
+    ray_runtime: Any, tmp_path: Path
+) -> None:
+    """--certify exact on one Ray worker: the cascade's exact step (its per-sample records, the saved
+    counterexamples and the rows) is what the in-process run gives."""
+    from tests.test_exact_counterexamples import mlp_files
+
+    model, data = mlp_files(tmp_path)
+
+    def audit(name: str, workers: int) -> AuditResult:
+        config = AuditConfig(
+            model=model, data=str(data), attacks=("fgsm",), eps=(0.1,), certify="exact", checks=False,
+            batch_size=8, shard_size=8, workers=workers, per_sample_path=tmp_path / f"{name}.jsonl",
+            adversarial_path=tmp_path / f"{name}.npz",
+        )  # fmt: skip
+        with _one_thread():
+            return run_audit(config)
+
+    local, remote = audit("local", 0), audit("ray", 1)
+    assert next(r for r in local.rows if r.attack == "exact").n_fooled_by_attack  # something to carry
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    assert _rows(remote) == _rows(local)
+    with np.load(tmp_path / "ray.npz") as a, np.load(tmp_path / "local.npz") as b:
+        assert np.array_equal(a["x_adv"], b["x_adv"]) and list(a["attack"]) == list(b["attack"])
 
 
 def test_a_worker_that_sees_another_model_file_is_refused_in_one_line(

@@ -70,7 +70,7 @@ def test_audit_of_a_random_model_uses_eot_and_the_majority(tmp_path: Path) -> No
     assert fgsm.robust_accuracy == pytest.approx(2 / 3)
     write_json_atomic(out, result.to_dict())
     saved = json.loads(out.read_text())
-    assert saved["schema_version"] == "1.2"
+    assert saved["schema_version"] == "1.3"
     assert {k: saved["settings"][k] for k in ("random_model", "eot", "eot_evals")} == {
         "random_model": True,
         "eot": 10,

@@ -201,7 +201,7 @@ def test_real_run_round_trips(real_run: tuple[str, AuditResult], tmp_path: Path)
     text = path.read_text(encoding="utf-8")
     pairs = json.loads(text, object_pairs_hook=lambda kv: kv)
     assert pairs[0] == ("schema_version", SCHEMA_VERSION), "schema_version is the first key"
-    assert json.dumps(result.to_dict()).startswith('{"schema_version": "1.2"')
+    assert json.dumps(result.to_dict()).startswith('{"schema_version": "1.3"')
     assert AuditResult.from_dict(json.loads(text)) == result
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from robaudit.audit.ray_worker import ShardWorker, Shipped, ship
-from robaudit.audit.records import RecordKey, RecordLayout, SampleRecords, merge_shards
+from robaudit.audit.records import RecordKey, SampleRecords, merge_shards
 from robaudit.audit.runner import ProgressSink, _Bars, shard_grid
 from robaudit.errors import ResourceError, RobauditError, UsageError
 
@@ -208,7 +208,7 @@ def _run_on(
     from robaudit.audit.runner import NullProgress
 
     indices, stages = prepared.indices, prepared.stages
-    layout = RecordLayout.of(stages, targeted=settings.target != "none")
+    layout = settings.layout(stages)
     bars = _Bars(progress or NullProgress(), len(indices))
     grid = shard_grid(len(indices), config.run.shard_size or settings.batch_size)
     done: list[SampleRecords] = []

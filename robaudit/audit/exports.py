@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import IO
 
@@ -11,14 +12,17 @@ import numpy as np
 
 from robaudit.atomic import write_atomic
 from robaudit.audit.plan import Stage
-from robaudit.audit.records import SampleRecords
+from robaudit.audit.records import EXACT, SampleRecords, Threat
 
 
-def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[str, object]]:
+def per_sample_lines(
+    records: SampleRecords, stages: list[Stage], exact: Collection[Threat] = ()
+) -> list[dict[str, object]]:
     """One record per sample: label, clean prediction and confidence, and per (attack, norm, eps) the
     prediction, confidence, whether it is fooled so far in that threat model's cascade, the
     perturbation's L∞, L2 and L0 (pixel locations) norms, and whether the threat model's certificate
-    covers the sample (true, false, or null where no certificate ran)."""
+    covers the sample (true, false, or null where no certificate ran). Threat models in ``exact`` (where
+    exact verification ran) end with an ``exact`` entry: fooled there by a confirmed counterexample."""
     lines = []
     for row, index in enumerate(records.indices.tolist()):
         label = int(records.labels[row])
@@ -32,11 +36,13 @@ def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[s
             line["target"] = int(records.targets[row]) if records.targets[row] >= 0 else None
         attacks = []
         for st in stages:
-            for attack in st.attacks:
-                rec = records.adversarial[(attack.name, st.threat.norm, st.threat.eps)]
+            threat = (st.threat.norm, st.threat.eps)
+            names = [a.name for a in st.attacks] + ([EXACT] if threat in exact else [])
+            for name in names:
+                rec = records.adversarial[(name, *threat)]
                 attacks.append(
                     {
-                        "attack": attack.name,
+                        "attack": name,
                         "norm": st.threat.norm,
                         "eps": st.threat.eps,
                         "pred": int(rec.pred[row]),
@@ -45,7 +51,7 @@ def per_sample_lines(records: SampleRecords, stages: list[Stage]) -> list[dict[s
                         "linf": float(rec.linf[row]),
                         "l2": float(rec.l2[row]),
                         "l0": float(rec.l0[row]),
-                        "certified": _certified(records, (st.threat.norm, st.threat.eps), row),
+                        "certified": _certified(records, threat, row),
                     }
                 )
         line["attacks"] = attacks
@@ -60,9 +66,11 @@ def _certified(records: SampleRecords, threat: tuple[str, float], row: int) -> b
     return bool(codes[row] == 1)
 
 
-def write_per_sample(records: SampleRecords, stages: list[Stage], path: Path) -> None:
+def write_per_sample(
+    records: SampleRecords, stages: list[Stage], path: Path, exact: Collection[Threat] = ()
+) -> None:
     def write(fh: IO[bytes]) -> None:
-        for line in per_sample_lines(records, stages):
+        for line in per_sample_lines(records, stages, exact):
             fh.write(json.dumps(line, allow_nan=False).encode("utf-8") + b"\n")
 
     write_atomic(path, write)

@@ -14,11 +14,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    import torch
+
     from robaudit.audit.plan import Stage
 
 RecordKey = tuple[str, str, float]  # (attack name, norm, eps)
 Threat = tuple[str, float]  # (norm, eps)
 ATTACK_FIELDS = ("pred", "conf", "fooled_converted", "target_hit", "linf", "l2", "l0")
+# Exact verification's counterexamples, confirmed on the reference runtime, are recorded like an attack's
+# adversarial examples under this name, as the last step of their threat model's cascade.
+EXACT = "exact"
+
+
+def exact_threat(certify: str, norm: str, eps: float) -> bool:
+    """Whether ``--certify`` may run exact verification at (norm, eps), so the cascade records an
+    ``exact`` step there: the MILP under L∞, the 256-level sweep for one pixel (``certify.run``)."""
+    return certify in ("exact", "auto") and (norm == "linf" or (norm == "l0" and int(eps) == 1))
 
 
 @dataclass
@@ -55,17 +66,23 @@ class AttackRecords:
 
 @dataclass(frozen=True)
 class RecordLayout:
-    """What every shard of a run records: one entry per (attack, threat model), examples per threat
-    model, and (targeted runs) each sample's target."""
+    """What every shard of a run records: one entry per (attack, threat model), then ``exact`` where
+    exact verification may run (``certify``), examples per threat model, and (targeted runs) each
+    sample's target."""
 
     keys: tuple[RecordKey, ...]
     threats: tuple[Threat, ...]
     targeted: bool
 
     @classmethod
-    def of(cls, stages: Sequence[Stage], targeted: bool) -> RecordLayout:
-        keys = tuple((a.name, st.threat.norm, st.threat.eps) for st in stages for a in st.attacks)
-        return cls(keys, tuple((st.threat.norm, st.threat.eps) for st in stages), targeted)
+    def of(cls, stages: Sequence[Stage], targeted: bool, certify: str = "none") -> RecordLayout:
+        keys: list[RecordKey] = []
+        for st in stages:
+            norm, eps = st.threat.norm, st.threat.eps
+            keys += [(a.name, norm, eps) for a in st.attacks]
+            if exact_threat(certify, norm, eps):
+                keys.append((EXACT, norm, eps))
+        return cls(tuple(keys), tuple((st.threat.norm, st.threat.eps) for st in stages), targeted)
 
 
 @dataclass
@@ -88,7 +105,8 @@ class SampleRecords:
     saved: dict[Threat, dict[int, tuple[str, np.ndarray]]] = field(default_factory=dict)
     clean_seconds: float = 0.0
     # Per threat model: each sample's certification code (certify.run: -1 none ran, 0 not certified,
-    # 1 certified, 2 refuted by exact verification) and the seconds certification took.
+    # 1 certified, 2 refuted by exact verification: counted as fooled in the ``exact`` record where the
+    # reference runtime confirmed the counterexample) and the seconds certification took.
     certified: dict[Threat, np.ndarray] = field(default_factory=dict)
     certify_seconds: dict[Threat, float] = field(default_factory=dict)
     # The one-pixel threat model's exact sweep: pixel positions swept per sample (-1: none ran).
@@ -169,3 +187,29 @@ def merge_shards(parts: Sequence[SampleRecords], layout: RecordLayout, gallery_s
             merged.saved[threat].update({offset + row: v for row, v in part.saved[threat].items()})
         offset += len(part.positions)
     return merged
+
+
+def keep_examples(
+    records: SampleRecords,
+    threat: Threat,
+    attack: str,
+    rows: np.ndarray,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    gallery_size: int,
+    keep_all: bool,
+) -> None:
+    """Copy newly fooled samples' images off the device: the attack's first few for the gallery (up to
+    ``gallery_size`` per attack and threat model), all when asked."""
+    gallery = records.examples[threat]
+    room = max(0, gallery_size - sum(1 for kept in gallery.values() if kept[0] == attack))
+    if not (room or keep_all) or len(rows) == 0:
+        return
+    take = len(rows) if keep_all else min(room, len(rows))
+    xs = x[:take].detach().float().cpu().numpy()
+    advs = x_adv[:take].detach().float().cpu().numpy()
+    for i, row in enumerate(rows[:take].tolist()):
+        if i < room:
+            gallery[row] = (attack, xs[i], advs[i])
+        if keep_all:
+            records.saved[threat][row] = (attack, advs[i])

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from robaudit.audit.records import RecordKey, RecordLayout, SampleRecords, merge_shards
+from robaudit.audit.records import RecordKey, SampleRecords, merge_shards
 from robaudit.audit.shard import ShardSettings, run_shard
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def run_grid_shard(
     ]
     if len(pieces) == 1:
         return pieces[0]
-    layout = RecordLayout.of(stages, targeted=settings.target != "none")
+    layout = settings.layout(stages)
     return merge_shards(pieces, layout, settings.gallery_size)
 
 
@@ -107,7 +107,7 @@ def run_shards(
     Ctrl-C ends the run: the records then cover the shards that finished, with ``interrupted`` set.
     """
     bars = _Bars(progress or NullProgress(), len(indices))
-    layout = RecordLayout.of(stages, targeted=settings.target != "none")
+    layout = settings.layout(stages)
     done: list[SampleRecords] = []
     failed: dict[RecordKey, str] = {}  # an attack that failed on one shard is not run on the later ones
     interrupted = False

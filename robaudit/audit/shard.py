@@ -24,10 +24,26 @@ from robaudit.attacks.apgd import APGD, APGDT
 from robaudit.attacks.norms import lp_norm
 from robaudit.attacks.pgd import PGD
 from robaudit.attacks.rng import sample_seeds
+from robaudit.audit.counterexamples import confirm
 from robaudit.audit.randomness import reseed
-from robaudit.audit.records import AttackRecords, RecordKey, RecordLayout, SampleRecords, Threat, merge_shards
+from robaudit.audit.records import (
+    EXACT,
+    AttackRecords,
+    RecordKey,
+    RecordLayout,
+    SampleRecords,
+    Threat,
+    keep_examples,
+    merge_shards,
+)
 from robaudit.audit.verification import majority_predict, verify
-from robaudit.certify.run import CERTIFIED_NORMS, certify_batch, certify_onepixel_batch, check_sound
+from robaudit.certify.run import (
+    CERTIFIED_NORMS,
+    Counterexamples,
+    certify_batch,
+    certify_onepixel_batch,
+    check_sound,
+)
 from robaudit.errors import InputError, ResourceError, UsageError, is_out_of_memory, one_line
 
 if TYPE_CHECKING:
@@ -54,6 +70,10 @@ class ShardSettings:
     # torch's generator seeded per batch.
     evals: int = 1
     random_model: bool = False
+
+    def layout(self, stages: Sequence[Stage]) -> RecordLayout:
+        """What each shard records under these settings (``RecordLayout.of``)."""
+        return RecordLayout.of(stages, targeted=self.target != "none", certify=self.certify)
 
     @classmethod
     def from_config(
@@ -152,13 +172,9 @@ def _halve_on_oom(
     half = len(batch.positions) // 2
     head, tail = batch.split(half)
     parts = [_halve_on_oom(adapter, stages, settings, part, errors, on_stage) for part in (head, tail)]
-    merged = merge_shards(parts, _layout(stages, settings), settings.gallery_size)
+    merged = merge_shards(parts, settings.layout(stages), settings.gallery_size)
     merged.batch_size_used = min(merged.batch_size_used, half)
     return merged
-
-
-def _layout(stages: Sequence[Stage], settings: ShardSettings) -> RecordLayout:
-    return RecordLayout.of(stages, targeted=settings.target != "none")
 
 
 @dataclass
@@ -209,7 +225,7 @@ def _run_batch(
     memory and is retried in halves.
     """
     records = SampleRecords.blank(
-        _layout(stages, settings), batch.positions, batch.indices, batch.y, settings.batch_size
+        settings.layout(stages), batch.positions, batch.indices, batch.y, settings.batch_size
     )
     if settings.random_model:
         reseed(settings.seed, int(batch.indices[0]))
@@ -249,17 +265,19 @@ def _certify(
     settings: ShardSettings,
 ) -> None:
     """Certify the batch at the stage's threat model after its attacks ran (exact verification then
-    only sees the samples they left), and refuse a certified sample that an attack fooled."""
+    only sees the samples they left), and refuse a certified sample that an attack fooled. Where the
+    cascade has an ``exact`` step, exact verification's counterexamples that the reference runtime
+    confirms count as fooled there (``audit.counterexamples``)."""
     start = time.perf_counter()
     threat = (stage.threat.norm, stage.threat.eps)
     fooled = (inputs.attacked & ~cascade.robust).cpu().numpy()
     correct = records.clean_pred == inputs.y_np
     if stage.threat.norm == "l0":  # one pixel: bounds, then the exact sweep (certify.onepixel_run)
-        codes, records.onepixel_swept[:] = certify_onepixel_batch(
+        codes, records.onepixel_swept[:], examples = certify_onepixel_batch(
             adapter, inputs.x, inputs.y, correct, fooled, settings.certify
         )
     else:
-        codes = certify_batch(
+        codes, examples = certify_batch(
             adapter,
             inputs.x,
             inputs.y,
@@ -271,7 +289,40 @@ def _certify(
         )
     check_sound(codes, fooled, records.indices, stage.threat.describe())
     records.certified[threat][:] = codes
+    key = (EXACT, *threat)
+    if key in records.adversarial:
+        _count_counterexamples(adapter, inputs, cascade, records, settings, threat, examples)
+        cascade.write(records.adversarial[key], records.targets)
+        records.adversarial[key].seconds += time.perf_counter() - start
     records.certify_seconds[threat] += time.perf_counter() - start
+
+
+def _count_counterexamples(
+    adapter: ModelAdapter,
+    inputs: _Inputs,
+    cascade: _Cascade,
+    records: SampleRecords,
+    settings: ShardSettings,
+    threat: Threat,
+    examples: Counterexamples,
+) -> None:
+    """Counterexamples the reference runtime misclassifies become the cascade's ``exact`` step: fooled,
+    with their prediction, sizes and images kept like an attack's. Only samples the cascade attacks
+    count (a targeted run leaves the target's own class alone)."""
+    attacked = inputs.attacked.cpu().numpy()
+    if adapter.capabilities.backend == "onnx" and adapter.capabilities.gradients:
+        # Found on the conversion (the bound ops are its graph): fooled there, whatever the runtime says.
+        cascade.fooled_converted[[r for r in examples if attacked[r]]] = True
+    found = confirm(adapter, inputs.x, inputs.y, examples, attacked, threat, settings.evals)
+    rows = found.rows
+    cascade.pred[rows], cascade.conf[rows] = found.pred, found.conf
+    for k, size in found.sizes.items():
+        cascade.sizes[k][rows] = size
+    cascade.robust[torch.from_numpy(rows).to(adapter.device)] = False
+    x0 = inputs.x[torch.from_numpy(rows).to(adapter.device)]
+    keep_examples(
+        records, threat, EXACT, rows, x0, found.x_adv, settings.gallery_size, settings.keep_adversarial
+    )
 
 
 def _clean_pass(
@@ -325,7 +376,7 @@ def _attack_active(
     check_conversion = caps.backend == "onnx" and caps.gradients and on_conversion(adapter, attack)
     flipped_np = _score(adapter, x_adv, xa, ya, act, cascade, check_conversion, settings.evals)
     flipped = torch.from_numpy(flipped_np).to(adapter.device)
-    _keep_examples(
+    keep_examples(
         records,
         (norm, eps),
         attack.name,
@@ -429,29 +480,3 @@ def choose_targets(
     else:
         targets = torch.full_like(y, int(mode))
     return targets, targets != y
-
-
-def _keep_examples(
-    records: SampleRecords,
-    threat: Threat,
-    attack: str,
-    rows: np.ndarray,
-    x: torch.Tensor,
-    x_adv: torch.Tensor,
-    gallery_size: int,
-    keep_all: bool,
-) -> None:
-    """Copy newly fooled samples' images off the device: the attack's first few for the gallery (up to
-    ``gallery_size`` per attack and threat model), all when asked."""
-    gallery = records.examples[threat]
-    room = max(0, gallery_size - sum(1 for kept in gallery.values() if kept[0] == attack))
-    if not (room or keep_all) or len(rows) == 0:
-        return
-    take = len(rows) if keep_all else min(room, len(rows))
-    xs = x[:take].detach().float().cpu().numpy()
-    advs = x_adv[:take].detach().float().cpu().numpy()
-    for i, row in enumerate(rows[:take].tolist()):
-        if i < room:
-            gallery[row] = (attack, xs[i], advs[i])
-        if keep_all:
-            records.saved[threat][row] = (attack, advs[i])

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from robaudit.audit.gallery import magnified_perturbation, png_data_uri
-from robaudit.audit.records import ATTACK_FIELDS, AttackRecords, SampleRecords, Threat
+from robaudit.audit.records import ATTACK_FIELDS, EXACT, AttackRecords, SampleRecords, Threat
 from robaudit.metrics import (
     confidence_split,
     median_radius,
@@ -18,7 +18,7 @@ from robaudit.metrics import (
 from robaudit.results import WORST_CASE, AttackRow, ClassInfo, Confidence, Example, Perturbation, Radius
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from robaudit.attacks.base import Attack
     from robaudit.audit.plan import Stage
@@ -93,10 +93,16 @@ def _row(
 
 
 def attack_rows(
-    records: SampleRecords, stages: list[Stage], backend: str, num_classes: int
+    records: SampleRecords,
+    stages: list[Stage],
+    backend: str,
+    num_classes: int,
+    exact_threats: Collection[Threat] = (),
 ) -> tuple[list[AttackRow], dict[Threat, np.ndarray]]:
     """One row per (attack, threat model), cumulative along the cascade, then a worst-case row.
 
+    Where exact verification ran (``exact_threats``), an ``exact`` row follows the attacks: the samples
+    it newly fools are those whose counterexample the reference runtime confirmed (``audit.shard``).
     The worst case at (norm, eps) also counts samples fooled at a smaller eps of the same norm: their
     adversarial example lies inside the larger ball too, so worst-case robust accuracy never rises with eps.
     Also returns each threat model's worst-case fooled mask.
@@ -109,23 +115,21 @@ def attack_rows(
     carried: dict[str, AttackRecords] = {}  # per norm: each sample's record where the worst case fooled it
     for stage in stages:
         norm, eps = stage.threat.norm, stage.threat.eps
+        # The converted graph's count means something only when every attack of the stage used it.
+        worst_backend = backend if all(a.needs_gradients for a in stage.attacks) else "runtime-only"
+        steps = [(a.name, backend if a.needs_gradients else "runtime-only") for a in stage.attacks]
+        if (EXACT, norm, eps) in records.adversarial:  # the cascade's last step (equal to the one
+            steps.append((EXACT, worst_backend))  # before it where exact verification did not run)
         previous = np.zeros(len(labels), bool)
         rec = None
-        for attack in stage.attacks:
-            rec = records.adversarial[(attack.name, norm, eps)]
+        shown = []
+        for name, step_backend in steps:
+            rec = records.adversarial[(name, norm, eps)]
             fooled = clean_correct & (rec.pred != labels)
-            rows.append(
-                _row(
-                    attack.name,
-                    stage,
-                    records,
-                    fooled,
-                    rec,
-                    backend if attack.needs_gradients else "runtime-only",
-                    int((fooled & ~previous).sum()),
-                    num_classes,
-                )
-            )
+            newly = int((fooled & ~previous).sum())
+            if name != EXACT or (norm, eps) in exact_threats or newly:
+                rows.append(_row(name, stage, records, fooled, rec, step_backend, newly, num_classes))
+                shown.append(name)
             previous = fooled
         assert rec is not None  # a stage always has at least one attack
         earlier = fooled_by_norm.get(norm, np.zeros(len(labels), bool))
@@ -135,9 +139,7 @@ def attack_rows(
         carried[norm] = merged
         fooled_by_norm[norm] = worst
         worst_by_threat[(norm, eps)] = worst
-        stage_seconds = sum(records.adversarial[(a.name, norm, eps)].seconds for a in stage.attacks)
-        # The converted graph's count means something only when every attack of the stage used it.
-        worst_backend = backend if all(a.needs_gradients for a in stage.attacks) else "runtime-only"
+        stage_seconds = sum(records.adversarial[(name, norm, eps)].seconds for name in shown)
         rows.append(
             _row(WORST_CASE, stage, records, worst, merged, worst_backend, None, num_classes, stage_seconds)
         )

@@ -6,7 +6,9 @@ certified when every position's margin bound clears the tolerance. With ``exact`
 positions left open are swept over the 256 levels k/255, weakest first:
 
 - a level that the PyTorch module misclassifies is a counterexample inside the threat model (one pixel
-  set to a value in [0, 1]), whatever grid the data is on: ``REFUTED``, like a MILP counterexample;
+  set to a value in [0, 1]), whatever grid the data is on: ``REFUTED``, like a MILP counterexample. The
+  image is handed back (its changed pixel is a level k/255, on the grid of 8-bit data already), and the
+  shard counts it as fooled once the reference runtime misclassifies it too;
 - when no level fools, the sample is robust on the 8-bit grid, which is the exact answer for 8-bit
   images. The scan's attacks search continuous values though, so before certifying, each open position
   is also bounded over each of the 255 intervals between levels: only when all of them clear the
@@ -87,10 +89,12 @@ def certify_onepixel(
     method: str,
     tol: float,
     codes: np.ndarray,
+    examples: dict[int, torch.Tensor],
 ) -> np.ndarray:
     """Write codes for the clean-correct samples of images ``x`` (N, 1, H, W) float64 on [0, 1] into
-    ``codes`` (those an attack fooled are bounded, so a wrong bound shows, but never swept); returns
-    the positions swept per sample (-1: no sweep ran for it)."""
+    ``codes`` (those an attack fooled are bounded, so a wrong bound shows, but never swept), and each
+    REFUTED sample's fooling image into ``examples``; returns the positions swept per sample (-1: no
+    sweep ran for it)."""
     swept = np.full(len(y), -1, np.int64)
     exact = method not in ("ibp", "crown")
     batch = max(LEVELS, SWEEP_ELEMENTS // max(sizes(ops, x[:1])))  # a pass covers at least one position
@@ -106,6 +110,7 @@ def certify_onepixel(
             example, swept[row] = _sweep(ops, x[row], yi, open_pos, batch)
             if example is not None:
                 codes[row] = REFUTED
+                examples[row] = example
             elif len(open_pos) and _between_levels(ops, x[row], yi, num_classes, open_pos, tol):
                 codes[row] = CERTIFIED
     return swept

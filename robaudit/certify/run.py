@@ -3,7 +3,8 @@
 Per sample the outcome is a code: ``CERTIFIED`` (the margin's lower bound over the ball ∩ box is
 above the tolerance), ``NOT_CERTIFIED`` (wrong on clean input, or the bound does not reach it),
 ``REFUTED`` (exact verification found a point of the ball the model misclassifies, which the attacks
-missed), or ``NULL`` (no certificate ran: another norm, or a model the bounds do not cover).
+missed; the point is returned beside the codes, for the shard to confirm on the reference runtime and
+count as fooled), or ``NULL`` (no certificate ran: another norm, or a model the bounds do not cover).
 
 The bounds are computed on the PyTorch module the attacks use (for ONNX files, the conversion whose
 parity with ONNX Runtime was checked); the reported predictions come from the reference runtime. So a
@@ -50,6 +51,11 @@ ExactFn = Callable[
     [list[Op], torch.Tensor, torch.Tensor, float, str, float],
     tuple[list[bool | None], list[torch.Tensor | None]],
 ]
+
+
+# Exact verification's counterexamples: batch row -> the image (C, H, W) float64 on [0, 1] that the
+# bound ops misclassify (a REFUTED sample's; the reference runtime has not checked it yet).
+Counterexamples = dict[int, torch.Tensor]
 
 
 class CertificationError(VerificationError):
@@ -109,8 +115,9 @@ def certify_batch(
     eps: float,
     method: str,
     time_limit: float,
-) -> np.ndarray:
-    """Codes (N,) int8 for images ``x`` (N, C, H, W) on [0, 1] with labels ``y`` at (norm, eps).
+) -> tuple[np.ndarray, Counterexamples]:
+    """Codes (N,) int8 for images ``x`` (N, C, H, W) on [0, 1] with labels ``y`` at (norm, eps), and the
+    counterexample of each REFUTED sample.
 
     ``correct``: which samples the reference runtime classifies correctly (only those can certify);
     ``fooled``: which samples a verified attack fooled at this threat model. Exact verification runs only on the samples neither certified by
@@ -120,15 +127,15 @@ def certify_batch(
     walk = walk_adapter(adapter, x)
     used = methods_used(method, norm, walk)
     if used is None or walk.ops is None:
-        return codes
+        return codes, {}
     ops = [_on_cpu(op) for op in walk.ops]
     x64, y_cpu = x.detach().to("cpu", torch.float64), y.detach().cpu()
     with torch.no_grad():
         bounds = _margin_bounds(ops, x64, y_cpu, eps, norm, "ibp" if used == "ibp" else "crown", walk)
     codes[:] = np.where(correct & (bounds > tolerance(adapter)), CERTIFIED, NOT_CERTIFIED)
     if used == "crown+exact":
-        _exact(ops, x64, y_cpu, eps, norm, time_limit, codes, correct & ~fooled)
-    return codes
+        return codes, _exact(ops, x64, y_cpu, eps, norm, time_limit, codes, correct & ~fooled)
+    return codes, {}
 
 
 def certify_onepixel_batch(
@@ -138,21 +145,23 @@ def certify_onepixel_batch(
     correct: np.ndarray,
     fooled: np.ndarray,
     method: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Codes (N,) for the one-pixel threat model (``onepixel_run``) and the positions swept per sample
-    (-1: none); all NULL when it does not apply (colour images, a model the bounds do not cover)."""
+) -> tuple[np.ndarray, np.ndarray, Counterexamples]:
+    """Codes (N,) for the one-pixel threat model (``onepixel_run``), the positions swept per sample
+    (-1: none) and the sweep's counterexamples; all NULL when it does not apply (colour images, a model
+    the bounds do not cover)."""
     codes = np.full(len(y), NULL, np.int8)
     swept = np.full(len(y), -1, np.int64)
     walk = walk_adapter(adapter, x)
     if method == "none" or not onepixel_run.covers("l0", 1.0, walk) or walk.ops is None:
-        return codes, swept
+        return codes, swept, {}
     ops = [_on_cpu(op) for op in walk.ops]
     codes[:] = NOT_CERTIFIED
     x64, y_cpu = x.detach().to("cpu", torch.float64), y.detach().cpu()
+    examples: Counterexamples = {}
     swept = onepixel_run.certify_onepixel(
-        ops, x64, y_cpu, walk.num_classes, correct, fooled, method, tolerance(adapter), codes
+        ops, x64, y_cpu, walk.num_classes, correct, fooled, method, tolerance(adapter), codes, examples
     )
-    return codes, swept
+    return codes, swept, examples
 
 
 def check_sound(codes: np.ndarray, fooled: np.ndarray, indices: np.ndarray, where: str) -> None:
@@ -190,19 +199,24 @@ def _exact(
     time_limit: float,
     codes: np.ndarray,
     candidates: np.ndarray,
-) -> None:
+) -> Counterexamples:
     """Exact verdicts for the candidates CROWN left undecided, written into ``codes``; a sample the
-    solver did not decide in time keeps NOT_CERTIFIED (it counts as unknown)."""
+    solver did not decide in time keeps NOT_CERTIFIED (it counts as unknown). Returns the refuted
+    samples' counterexamples (inside the ball ∩ box, misclassified by the ops in float64)."""
     exact = exact_function()
     rows = np.flatnonzero(candidates & (codes == NOT_CERTIFIED))
     if exact is None or len(rows) == 0:
-        return
-    verdicts, _ = exact(ops, x[rows], y[rows], eps, norm, time_limit)
-    for row, verdict in zip(rows.tolist(), verdicts, strict=True):
+        return {}
+    verdicts, points = exact(ops, x[rows], y[rows], eps, norm, time_limit)
+    examples: Counterexamples = {}
+    for row, verdict, point in zip(rows.tolist(), verdicts, points, strict=True):
         if verdict is True:
             codes[row] = CERTIFIED
         elif verdict is False:
             codes[row] = REFUTED
+            if point is not None:
+                examples[row] = point.reshape(x.shape[1:])
+    return examples
 
 
 def _on_cpu(op: Op) -> Op:

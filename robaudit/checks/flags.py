@@ -11,6 +11,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from robaudit.audit.records import EXACT
 from robaudit.report.eps import eps_text
 from robaudit.results import WORST_CASE, AuditResult, Flag
 
@@ -153,7 +154,11 @@ def pixel_attack_inside_ball(
         last = pixel_stage.attacks[-1].name
         rec = records.adversarial[(last, "l0", pixel_stage.threat.eps)]
         found = clean_correct & (rec.pred != records.labels)
-        names = ", ".join(a.name for a in pixel_stage.attacks)
+        steps = [a.name for a in pixel_stage.attacks]
+        exact = records.adversarial.get((EXACT, "l0", pixel_stage.threat.eps))  # the sweep's examples
+        if exact is not None and bool((clean_correct & (exact.pred != records.labels) & ~found).any()):
+            rec, found, steps = exact, clean_correct & (exact.pred != records.labels), [*steps, EXACT]
+        names = ", ".join(steps)
         for stage in stages:
             norm, eps = stage.threat.norm, stage.threat.eps
             if norm not in ("linf", "l2"):

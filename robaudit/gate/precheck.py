@@ -2,7 +2,9 @@
 
 The rows an audit will have follow from its configuration and the registry: the built attacks (pgd
 with loss dlr is ``pgd-dlr``) under the threat models of the cascade, and a worst-case row per threat
-model. A gate check that picks none of them, or two, could never pass, and a baseline whose attack
+model (and an ``exact`` row where ``--certify exact|auto`` may run exact verification; whether it
+does depends on the model, so the gate after the audit is the one to find it missing). A gate check
+that picks none of them, or two, could never pass, and a baseline whose attack
 settings differ from this run's is refused: both before any model is loaded, as ``profile validate``
 refuses such a profile. The gate after the audit checks again (``gate.gate_result``), since a model
 without gradients runs only the gradient-free attacks, and the model's input shape and the data's
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from robaudit.audit.attack_plan import build_attacks, plan_settings, threat_overrides
 from robaudit.audit.plan import Stage, plan_cascade
+from robaudit.audit.records import EXACT, exact_threat
 from robaudit.audit.surrogate import TransferAttack
 from robaudit.errors import UsageError
 from robaudit.gate.baseline import not_comparable, settings_mismatches
@@ -37,11 +40,13 @@ class PlannedRow:
     eps: float
 
 
-def planned_rows(stages: list[Stage]) -> list[PlannedRow]:
+def planned_rows(stages: list[Stage], certify: str = "none") -> list[PlannedRow]:
     rows: list[PlannedRow] = []
     for stage in stages:
         norm, eps = stage.threat.norm, stage.threat.eps
         rows += [PlannedRow(attack.name, norm, eps) for attack in stage.attacks]
+        if exact_threat(certify, norm, eps):
+            rows.append(PlannedRow(EXACT, norm, eps))
         rows.append(PlannedRow(WORST_CASE, norm, eps))
     return rows
 
@@ -65,13 +70,14 @@ def possible_plans(config: AuditConfig) -> list[list[Stage]]:
 
 def check_gate_rows(config: AuditConfig, plans: list[list[Stage]]) -> None:
     """A UsageError for the first gate check that picks no row, or several, in every possible plan."""
-    everything = planned_rows(plans[0])
+    certify = config.certify.method
+    everything = planned_rows(plans[0], certify)
     for entry in config.gate.checks:
         check = Check(**entry.model_dump())
         if check.norm is None or check.eps is None:
             continue
         found = [
-            find_rows(planned_rows(plan), check.attack, check.norm, check.eps, check.eps_decimals)
+            find_rows(planned_rows(plan, certify), check.attack, check.norm, check.eps, check.eps_decimals)
             for plan in plans
         ]
         if any(len(rows) == 1 for rows in found):
