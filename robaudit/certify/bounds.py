@@ -80,7 +80,7 @@ class InputSet:
         return best
 
 
-def _relu_relaxation(bounds: Bounds) -> tuple[torch.Tensor, ...]:
+def relu_relaxation(bounds: Bounds) -> tuple[torch.Tensor, ...]:
     """Per element (N, 1, *shape): the lower slope, upper minus lower slope, and the upper line's
     intercept. Stable elements get their exact line (slopes 0 or 1, no intercept)."""
     lo, hi = (t.unsqueeze(1) for t in bounds)
@@ -90,7 +90,7 @@ def _relu_relaxation(bounds: Bounds) -> tuple[torch.Tensor, ...]:
     return low, up - low, torch.where(unstable, -up * lo, 0.0)
 
 
-def _relax_back(op: Op, lam: torch.Tensor, bounds: Bounds | None, relu: tuple | None) -> tuple:
+def relax_back(op: Op, lam: torch.Tensor, bounds: Bounds | None, relu: tuple | None) -> tuple:
     """Carry lam (N, M, *out) back through one op for a lower bound: (new lam, constant term)."""
     if isinstance(op, LINEAR_OPS):
         return op.back(lam)
@@ -126,8 +126,8 @@ def backward_bound(
     const = lam.new_zeros(lam.shape[:2])
     for i in range(upto - 1, -1, -1):
         bounds = pre[i]
-        relu = _relu_relaxation(bounds) if isinstance(ops[i], ReLU) and bounds is not None else None
-        lam, c = _relax_back(ops[i], lam, bounds, relu)
+        relu = relu_relaxation(bounds) if isinstance(ops[i], ReLU) and bounds is not None else None
+        lam, c = relax_back(ops[i], lam, bounds, relu)
         const = const + c
     return inputs.minimise(lam) + const
 
