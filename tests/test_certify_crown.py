@@ -1,7 +1,8 @@
 """CROWN's intermediate bounds as computed for speed (only the elements that need one, the first
 linear op's transpose read off its weights, samples grouped by count) against the plain algorithm:
 every element of every later layer bounded by a backward pass from its unit vector. Same margins, and
-sound against dense sampling, on a small CNN with max pools and a small MLP."""
+sound against dense sampling, on a small CNN with max pools and a small MLP. α-CROWN: sound, never
+below CROWN."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ import math
 import pytest
 import torch
 
-from robaudit.certify.bounds import Bounds, InputSet, backward_bound, crown_pre_bounds, margin_specs
+from robaudit.certify.alpha import alpha_margin_lower_bounds
+from robaudit.certify.bounds import (
+    Bounds,
+    InputSet,
+    backward_bound,
+    crown_pre_bounds,
+    margin_lower_bounds,
+    margin_specs,
+)
 from robaudit.certify.ops import LINEAR_OPS, Conv, Linear, MaxPool, Op, ReLU, Reshape
 
 CLASSES = 3
@@ -133,3 +142,16 @@ def test_conv_rows_are_the_transpose_of_unit_vectors(cin, cout, k, stride, pad, 
     rows, bias = lin.rows(torch.tensor([[0, 3], [4, 4]]))
     want, want_bias = lin.back(torch.eye(5, dtype=torch.float64)[torch.tensor([[0, 3], [4, 4]])])
     assert torch.equal(rows, want) and torch.equal(bias, want_bias)
+
+
+@pytest.mark.parametrize("build", [_cnn, _mlp])
+def test_alpha_crown_is_sound_and_never_below_crown(build) -> None:
+    ops = build(5)
+    x0 = torch.rand(10, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    y = _forward(ops, x0).argmax(1)
+    inputs = InputSet(x0, 0.08, "linf")
+    crown, _ = margin_lower_bounds(ops, inputs, y, "crown", CLASSES)
+    alpha = alpha_margin_lower_bounds(ops, inputs, y, CLASSES, steps=8)
+    assert bool((alpha >= crown).all())
+    assert bool((alpha > crown + 1e-6).any())  # the optimised slopes improve some spec
+    assert bool((alpha.amin(1) <= _sampled_min_margin(ops, x0, y, 0.08) + 1e-9).all())
