@@ -20,7 +20,7 @@ from robaudit.certify.bounds import (
     margin_lower_bounds,
     margin_specs,
 )
-from robaudit.certify.ops import LINEAR_OPS, Conv, Linear, MaxPool, Op, ReLU, Reshape
+from robaudit.certify.ops import LINEAR_OPS, ChannelAffine, Conv, Linear, MaxPool, Op, ReLU, Reshape
 
 CLASSES = 3
 
@@ -34,9 +34,10 @@ def _cnn(seed: int) -> list[Op]:
         w, b = m.weight.detach().double(), m.bias.detach().double()
         return Conv(w, b, m.stride, m.padding, m.dilation, m.groups, shape)  # type: ignore[arg-type]
 
-    return [
+    return [  # a batch norm (folded) before the second ReLU: its unit vectors go through ``back``
         conv(c1, (1, 8, 8)), ReLU(), MaxPool((2, 2)),
-        conv(c2, (4, 4, 4)), ReLU(), MaxPool((2, 2)),
+        conv(c2, (4, 4, 4)), ChannelAffine(torch.rand(6).double() + 0.5, torch.randn(6).double(), 3),
+        ReLU(), MaxPool((2, 2)),
         Reshape((6, 1, 1), (6,)),
         Linear(f1.weight.detach().double(), f1.bias.detach().double()), ReLU(),
         Linear(f2.weight.detach().double(), f2.bias.detach().double()),

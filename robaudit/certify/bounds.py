@@ -146,8 +146,8 @@ def _unit_rows(op: Op, idx: torch.Tensor, shape: torch.Size) -> tuple[torch.Tens
     """``op.back`` of the unit vectors e_idx (idx (N, M) flat indices of the output of ``op``)."""
     if isinstance(op, (Linear, Conv)):
         return op.rows(idx)
-    eye = torch.eye(math.prod(shape), dtype=torch.float64)
-    return op.back(eye[idx].view(*idx.shape, *shape))  # type: ignore[union-attr]
+    units = torch.zeros(*idx.shape, math.prod(shape), dtype=torch.float64).scatter_(2, idx.unsqueeze(2), 1.0)
+    return op.back(units.view(*idx.shape, *shape))  # type: ignore[union-attr]
 
 
 def _layer_bounds(
