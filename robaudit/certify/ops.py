@@ -31,6 +31,10 @@ class Linear:
     def back(self, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return lam @ self.weight, lam @ self.bias
 
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``back`` of the unit vectors e_idx, idx (N, M) output indices: the rows of W, gathered."""
+        return self.weight[idx], self.bias[idx]
+
 
 @dataclass
 class Conv:
@@ -66,6 +70,28 @@ class Conv:
         )
         bias = (lam.sum((-1, -2)) * self.bias).sum(-1)
         return back.reshape(n, m, *self.in_shape), bias
+
+    def rows(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``back`` of the unit vectors e_idx, idx (N, M) flat output indices, without the transposed
+        convolution over mostly zeros: each one's kernel is written at its receptive field."""
+        cout, cin_g, kh, kw = self.weight.shape
+        cin, hin, win = self.in_shape
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        hout = (hin + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wout = (win + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        c, i, j = idx // (hout * wout), idx % (hout * wout) // wout, idx % wout
+        n, m = idx.shape
+        # index grids (N, M, cin_g, kh, kw); the canvas is the padded input, cropped afterwards
+        ci = torch.arange(cin_g).view(1, 1, -1, 1, 1)
+        ky = torch.arange(kh).view(1, 1, 1, -1, 1)
+        kx = torch.arange(kw).view(1, 1, 1, 1, -1)
+        e = (slice(None), slice(None), None, None, None)
+        chan = (c // (cout // self.groups))[e] * cin_g + ci
+        ys, xs = (i * sh)[e] + dh * ky, (j * sw)[e] + dw * kx
+        canvas = self.weight.new_zeros(n, m, cin, hin + 2 * ph, win + 2 * pw)
+        nn_, mm = torch.arange(n).view(-1, 1, 1, 1, 1), torch.arange(m).view(1, -1, 1, 1, 1)
+        canvas[nn_, mm, chan, ys, xs] = self.weight[c[e], ci, ky, kx]
+        return canvas[..., ph : ph + hin, pw : pw + win], self.bias[c]
 
 
 @dataclass
