@@ -101,7 +101,8 @@ def run(
     seconds = time.perf_counter() - start
     queries = model.queries
     inside = bool((lp_norm(x_adv - x, "l0") <= k).all() and (x_adv >= 0).all() and (x_adv <= 1).all())
-    fooled = int((model(x_adv).argmax(1) != y).sum())
+    fooled_mask = model(x_adv).argmax(1) != y
+    fooled = int(fooled_mask.sum())
     return {
         "attack": name,
         "pixels": k,
@@ -112,6 +113,7 @@ def run(
         "queries_per_sample": queries / len(y),
         "seconds": round(seconds, 2),
         "inside_threat_model": inside,
+        "fooled_rows": torch.nonzero(fooled_mask).flatten().tolist(),
     }
 
 
@@ -150,6 +152,9 @@ def main() -> None:
             f"| {row['attack']} | {budget} | {row['fooled']}/{row['n']} | {row['queries_per_sample']:.0f} | "
             f"{row['seconds']:.1f} | {row['inside_threat_model']} |"
         )
+    only_de = sorted(set(rows[0]["fooled_rows"]) - set(rows[1]["fooled_rows"]))
+    only_rs = sorted(set(rows[1]["fooled_rows"]) - set(rows[0]["fooled_rows"]))
+    print(f"fooled by DE only: {only_de}; by Sparse-RS only: {only_rs} (rows of the {m} images)")
     print(f"\nPart 2: Sparse-RS at {args.queries} queries, {args.n} images")
     print("| pixels | robust accuracy | fooled | queries per sample | seconds | inside |")
     print("|---|---|---|---|---|---|")
