@@ -268,9 +268,9 @@ def test_show_fills_in_defaults_and_its_output_is_a_valid_profile(tmp_path: Path
     result = invoke("profile", "show", "standard")
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
-    pgd = shown["attacks"][1]
-    assert pgd["steps"] == 50 and pgd["rel_step_size"] == 2.5 and pgd["restarts"] == 1 and pgd["loss"] == "ce"
-    assert pgd["eps"] == [pytest.approx(8 / 255)]
+    apgd = shown["attacks"][1]
+    assert apgd["steps"] == 50 and apgd["restarts"] == 1 and apgd["loss"] == "ce" and apgd["eot"] == 0
+    assert apgd["eps"] == [pytest.approx(8 / 255)]
     run = shown["run"]
     assert run["batch_size"] == 256 and run["device"] == "auto" and shown["reports"]["gallery_size"] == 4
     path = tmp_path / "shown.yaml"
