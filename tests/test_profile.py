@@ -147,15 +147,19 @@ def test_builtin_profiles_load_and_say_what_they_run(name: str) -> None:
     names = [a.name for a in profile.attacks]
     expected = {
         "quick": ["fgsm", "pgd"],
-        "standard": ["fgsm", "pgd", "onepixel"],
-        "thorough": ["pgd", "pgd", "onepixel"],
+        "standard": ["fgsm", "apgd", "onepixel"],
+        "thorough": ["apgd", "apgd-t", "onepixel"],
         "strongest": ["apgd", "apgd-t", "square"],
     }[name]
     assert names == expected and source == name
     if name == "thorough":
-        assert [a.loss for a in profile.attacks[:2]] == ["ce", "dlr"]
-        assert profile.attacks[0].steps == 100 and profile.attacks[0].restarts == 5
+        assert profile.attacks[0].loss == "ce" and profile.attacks[0].steps == 100
+        assert profile.attacks[1].steps == 100 and profile.attacks[1].n_targets == 3
         assert profile.attacks[2].pixels == 3 and profile.data.limit is None
+        assert profile.description and "benchmarks/profile_balance.py" in profile.description
+    if name == "standard":
+        assert profile.attacks[1].loss == "ce" and profile.attacks[1].steps == 50
+        assert profile.data.limit == 1000 and profile.description
     if name == "quick":
         assert profile.attacks[1].steps == 10 and profile.data.limit == 500
 
@@ -264,9 +268,9 @@ def test_show_fills_in_defaults_and_its_output_is_a_valid_profile(tmp_path: Path
     result = invoke("profile", "show", "standard")
     assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
-    pgd = shown["attacks"][1]
-    assert pgd["steps"] == 50 and pgd["rel_step_size"] == 2.5 and pgd["restarts"] == 1 and pgd["loss"] == "ce"
-    assert pgd["eps"] == [pytest.approx(8 / 255)]
+    apgd = shown["attacks"][1]
+    assert apgd["steps"] == 50 and apgd["restarts"] == 1 and apgd["loss"] == "ce" and apgd["eot"] == 0
+    assert apgd["eps"] == [pytest.approx(8 / 255)]
     run = shown["run"]
     assert run["batch_size"] == 256 and run["device"] == "auto" and shown["reports"]["gallery_size"] == 4
     path = tmp_path / "shown.yaml"
@@ -328,22 +332,48 @@ def test_a_model_argument_overrides_the_profile_and_one_is_required(tmp_path: Pa
     assert "mnist_cnn.pt" in result.stdout
 
 
-def test_thorough_runs_pgd_under_both_losses(tmp_path: Path) -> None:
+def test_thorough_runs_apgd_then_targeted_apgd_then_onepixel(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     result = invoke(
         "scan", MODEL, "--profile", "thorough", "--data", HOLDOUT, "--limit", "20", "--eps", "0.1",
-        "--steps", "2", "--restarts", "1", "--generations", "1", "--population", "8", "--json", out,
+        "--steps", "2", "--n-targets", "1", "--generations", "1", "--population", "8", "--json", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text(encoding="utf-8"))
     assert [(r["attack"], r["norm"]) for r in report["rows"]] == [
-        ("pgd", "linf"),
-        ("pgd-dlr", "linf"),
+        ("apgd-ce", "linf"),
+        ("apgd-t", "linf"),
         ("worst-case", "linf"),
         ("onepixel", "l0"),
         ("worst-case", "l0"),
     ]
     assert report["rows"][3]["eps"] == 3.0  # the profile's 3 pixels
+
+
+def _linf_robust(tmp_path: Path, profile: str) -> tuple[set[int], int]:
+    """The samples a built-in profile leaves robust under L∞ at its own gradient budgets (L0 cut short)."""
+    out, samples = tmp_path / f"{profile}.json", tmp_path / f"{profile}.jsonl"
+    result = invoke(
+        "scan", MODEL, "--profile", profile, "--data", HOLDOUT, "--limit", "24", "--eps", "0.1", "--seed", "3",
+        "--no-checks", "--generations", "1", "--population", "8", "--json", out,
+        "--per-sample", samples,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(t) for t in samples.read_text(encoding="utf-8").splitlines()]
+    correct = [d for d in lines if d["clean_pred"] == d["label"]]
+    robust = {
+        d["index"] for d in correct if not any(a["fooled"] for a in d["attacks"] if a["norm"] == "linf")
+    }
+    return robust, len(correct)
+
+
+def test_thorough_is_at_least_as_strong_as_standard_at_their_own_budgets(tmp_path: Path) -> None:
+    (standard, _), (thorough, correct) = (
+        _linf_robust(tmp_path, "standard"),
+        _linf_robust(tmp_path, "thorough"),
+    )
+    assert len(thorough) < correct  # the attacks ran and fooled some correctly classified samples
+    assert thorough <= standard  # sample by sample: nothing standard fooled stays robust under thorough
 
 
 def test_the_readme_profile_example_is_valid() -> None:
