@@ -72,6 +72,17 @@ def row_numbers(report: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k != "seconds"} for row in report["rows"]]
 
 
+def test_a_long_report_path_is_printed_on_one_line(tmp_path: Path) -> None:
+    """The "wrote PATH" lines are not wrapped at the terminal's width: a user copies the path."""
+    folder = tmp_path / ("reports-" + "x" * 90)
+    folder.mkdir()
+    out, md = folder / "out.json", folder / "summary.md"
+    result = scan(MNIST_CNN, "--data", HOLDOUT, "--limit", 8, "--eps", "0.1", "--json", out, "--markdown", md)
+    assert_ok(result)
+    lines = result.stdout.splitlines()
+    assert f"wrote {out}" in lines and f"wrote {md}" in lines
+
+
 # --- 1. end to end on the shipped sample model ---------------------------------------------------------
 
 

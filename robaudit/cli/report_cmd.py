@@ -21,17 +21,17 @@ def write_reports(
     assert isinstance(result, AuditResult)
     if json_path is not None:
         write_json_atomic(json_path, result.to_dict())
-        console.print(f"wrote {json_path}", highlight=False)
+        console.print(f"wrote {json_path}", highlight=False, soft_wrap=True)
     if html is not None:
         from robaudit.report.html import write_html
 
         write_html(result, html)
-        console.print(f"wrote {html}", highlight=False)
+        console.print(f"wrote {html}", highlight=False, soft_wrap=True)
     if markdown is not None:
         from robaudit.report.markdown import write_markdown
 
         write_markdown(result, markdown)
-        console.print(f"wrote {markdown}", highlight=False)
+        console.print(f"wrote {markdown}", highlight=False, soft_wrap=True)
 
 
 def report(

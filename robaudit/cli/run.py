@@ -48,7 +48,7 @@ def run_scan(config: Any, quiet: bool = False) -> None:
     write_reports(result, console, reports.json_, reports.html, reports.markdown)
     for path in (reports.per_sample, reports.save_adversarial):
         if path is not None:
-            console.print(f"wrote {path}", highlight=False)
+            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     _gate(config, result, baseline, console)
 
 
@@ -64,7 +64,7 @@ def _precheck(config: Any, baseline: Any) -> None:
     except BaselineNotComparable as exc:
         if config.reports.junit is not None:
             write_junit([], config.reports.junit, errors=[("baseline", str(exc))])
-            stderr.print(f"wrote {config.reports.junit}", highlight=False)
+            stderr.print(f"wrote {config.reports.junit}", highlight=False, soft_wrap=True)
         raise
 
 
@@ -78,12 +78,12 @@ def _gate(config: Any, result: Any, baseline: Any, console: Console) -> None:
         verdict = gate_audit(result, config, baseline)
     except BaselineNotComparable as exc:
         if exc.junit_written is not None:  # a CI test reporter shows why the gate could not decide
-            console.print(f"wrote {exc.junit_written}", highlight=False)
+            console.print(f"wrote {exc.junit_written}", highlight=False, soft_wrap=True)
         raise
     if verdict.outcomes:
         render_gate(verdict.outcomes, console)
     if verdict.junit_written is not None:
-        console.print(f"wrote {verdict.junit_written}", highlight=False)
+        console.print(f"wrote {verdict.junit_written}", highlight=False, soft_wrap=True)
     if verdict.exit_code == EXIT_INTERRUPTED:
         run_dir = config.run.run_dir
         where = f"; resume with robaudit scan --resume {run_dir}" if run_dir else ""

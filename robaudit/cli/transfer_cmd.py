@@ -129,4 +129,4 @@ def _write(result: Any, outputs: dict[str, Path | None], console: Any) -> None:
         write_text_atomic(outputs["--html"], to_html(result))
     for path in outputs.values():
         if path is not None:
-            console.print(f"wrote {path}", highlight=False)
+            console.print(f"wrote {path}", highlight=False, soft_wrap=True)
