@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from robaudit.certify.bounds import InputSet, margin_lower_bounds
+from robaudit.certify.milp import forward
 from robaudit.certify.ops import Linear, Op, ReLU
 
 CLASSES = 3
@@ -23,12 +24,6 @@ def _random_net(seed: int) -> list[Op]:
     return ops
 
 
-def _forward(ops: list[Op], x: torch.Tensor) -> torch.Tensor:
-    for op in ops:
-        x = op.forward(x)
-    return x
-
-
 def _sampled_margins(ops: list[Op], x0: torch.Tensor, y: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """The smallest logit_y - logit_j seen over 4000 random points of the ball ∩ box, (N, K-1)."""
     gen = torch.Generator().manual_seed(1)
@@ -38,7 +33,7 @@ def _sampled_margins(ops: list[Op], x0: torch.Tensor, y: torch.Tensor, eps: floa
     else:
         radius = torch.rand(4000, x0.shape[0], 1, dtype=torch.float64, generator=gen) * eps
         d = d / d.norm(dim=-1, keepdim=True) * radius
-    logits = _forward(ops, (x0 + d).clamp(0, 1))
+    logits = forward(ops, (x0 + d).clamp(0, 1))
     margins = logits.gather(2, y.expand(4000, -1)[..., None]) - logits  # (S, N, K)
     keep = torch.ones(x0.shape[0], CLASSES, dtype=torch.bool)
     keep[torch.arange(x0.shape[0]), y] = False
@@ -50,7 +45,7 @@ def _sampled_margins(ops: list[Op], x0: torch.Tensor, y: torch.Tensor, eps: floa
 def test_bounds_are_sound_and_crown_is_at_least_as_tight_as_ibp(seed: int, norm: str, eps: float) -> None:
     ops = _random_net(seed)
     x0 = torch.rand(8, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)) * 0.8 + 0.1
-    y = _forward(ops, x0).argmax(1)
+    y = forward(ops, x0).argmax(1)
     ibp, _ = margin_lower_bounds(ops, InputSet(x0, eps, norm), y, "ibp", CLASSES)
     crown, _ = margin_lower_bounds(ops, InputSet(x0, eps, norm), y, "crown", CLASSES)
     seen = _sampled_margins(ops, x0, y, eps, norm)

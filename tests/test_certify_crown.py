@@ -20,6 +20,7 @@ from robaudit.certify.bounds import (
     margin_lower_bounds,
     margin_specs,
 )
+from robaudit.certify.milp import forward
 from robaudit.certify.ops import LINEAR_OPS, ChannelAffine, Conv, Linear, MaxPool, Op, ReLU, Reshape
 
 CLASSES = 3
@@ -56,12 +57,6 @@ def _mlp(seed: int) -> list[Op]:
     return ops
 
 
-def _forward(ops: list[Op], x: torch.Tensor) -> torch.Tensor:
-    for op in ops:
-        x = op.forward(x)
-    return x
-
-
 def _plain_pre_bounds(ops: list[Op], inputs: InputSet) -> list[Bounds | None]:
     """Every element of every nonlinear op's input after the first, by its own backward pass."""
     pre: list[Bounds | None] = [None] * len(ops)
@@ -89,7 +84,7 @@ def _sampled_min_margin(ops: list[Op], x0: torch.Tensor, y: torch.Tensor, eps: f
     gen = torch.Generator().manual_seed(2)
     d = torch.randn(3000, *x0.shape, dtype=torch.float64, generator=gen).sign() * eps
     d[1500:] *= torch.rand(d[1500:].shape, dtype=torch.float64, generator=gen)
-    logits = _forward(ops, (x0 + d).clamp(0, 1).flatten(0, 1)).view(3000, len(y), CLASSES)
+    logits = forward(ops, (x0 + d).clamp(0, 1).flatten(0, 1)).view(3000, len(y), CLASSES)
     margins = logits.gather(2, y.expand(3000, -1)[..., None]) - logits
     best = margins.amin(0)
     best[torch.arange(len(y)), y] = math.inf
@@ -101,7 +96,7 @@ def _sampled_min_margin(ops: list[Op], x0: torch.Tensor, y: torch.Tensor, eps: f
 def test_fast_intermediate_bounds_give_the_plain_margins_and_stay_sound(build, seed: int) -> None:
     ops = build(seed)
     x0 = torch.rand(12, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
-    y = _forward(ops, x0).argmax(1)
+    y = forward(ops, x0).argmax(1)
     eps = 0.08
     inputs = InputSet(x0, eps, "linf")
     fast = crown_pre_bounds(ops, inputs, "crown", crown_max=10**6)
@@ -149,7 +144,7 @@ def test_conv_rows_are_the_transpose_of_unit_vectors(cin, cout, k, stride, pad, 
 def test_alpha_crown_is_sound_and_never_below_crown(build) -> None:
     ops = build(5)
     x0 = torch.rand(10, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    y = _forward(ops, x0).argmax(1)
+    y = forward(ops, x0).argmax(1)
     inputs = InputSet(x0, 0.08, "linf")
     crown, _ = margin_lower_bounds(ops, inputs, y, "crown", CLASSES)
     alpha = alpha_margin_lower_bounds(ops, inputs, y, CLASSES, steps=8)
